@@ -1,0 +1,1 @@
+"""Datasets and dataset mappers; importing this package registers the datasets."""

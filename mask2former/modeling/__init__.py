@@ -1,0 +1,1 @@
+"""Model components; importing this package registers them with detectron2."""

