@@ -120,3 +120,11 @@ def _add_project_config(cfg):
     behaviour, so published yamls behave exactly as they did.
     """
     cfg.MASK2FORMER = CN()
+    # Training engine. Names of bare nn.Parameter embeddings (e.g. "level_embed") that get
+    # SOLVER.WEIGHT_DECAY_EMBED like nn.Embedding modules; empty = published recipe.
+    cfg.MASK2FORMER.WEIGHT_DECAY_EMBED_PARAMETERS = []
+    # Autocast dtype when SOLVER.AMP.ENABLED runs on CPU ("bfloat16" or "float16").
+    cfg.MASK2FORMER.CPU_AMP_DTYPE = "bfloat16"
+    # Training batches and augmentation/model randomness derived from (SEED, iteration),
+    # so a resumed run continues exactly where it stopped. False = detectron2's loader.
+    cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER = True
