@@ -1,0 +1,580 @@
+"""A built-in synthetic panoptic dataset: coloured shapes on textured backgrounds.
+
+Every image holds 1-3 "stuff" regions (sky, grass, water textures separated by wavy
+horizons) and 1-5 "things" (circle, rectangle, triangle, star) of random size, colour,
+texture and rotation, which may overlap; a later shape occludes an earlier one. All label
+formats are derived from one per-pixel segment map, so the COCO instance json, the COCO
+panoptic PNG/json and the semantic PNG always agree.
+
+The data are generated on first use into ``$MASK2FORMER_CACHE/synthetic_shapes/v<N>/<split>``
+(default cache ``~/.cache/mask2former``). Generation is deterministic (one seeded generator
+per image) and atomic: a split is written into a temporary folder beside its final place
+and renamed into place, under a lock file, so concurrent processes never see half a split.
+
+Registered datasets (metadata complete at registration, no disk access until
+``DatasetCatalog.get``):
+
+- ``synthetic_shapes_{train,val}_panoptic``  evaluator_type ``coco_panoptic_seg``
+- ``synthetic_shapes_{train,val}_instance``  evaluator_type ``coco``
+- ``synthetic_shapes_{train,val}_sem_seg``   evaluator_type ``sem_seg``
+"""
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image
+from tqdm import tqdm
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+__all__ = [
+    "SYNTHETIC_SHAPES_VERSION",
+    "SYNTHETIC_SHAPES_CATEGORIES",
+    "SPLITS",
+    "cache_root",
+    "atomic_directory",
+    "write_json_atomic",
+    "generate_synthetic_shapes",
+    "ensure_synthetic_shapes",
+    "ensure_dataset_files",
+    "synthetic_shapes_metadata",
+    "load_synthetic_panoptic",
+    "load_synthetic_instances",
+    "load_synthetic_sem_seg",
+    "register_synthetic_shapes",
+]
+
+logger = logging.getLogger(__name__)
+
+# Bump whenever the generator's output changes: a new version lands in a new folder.
+SYNTHETIC_SHAPES_VERSION = 1
+
+# Dataset ids are deliberately not contiguous (stuff starts at 10), so code that mixes up
+# dataset ids and contiguous training ids fails loudly on this dataset.
+SYNTHETIC_SHAPES_CATEGORIES = [
+    {"id": 1, "name": "circle", "isthing": 1, "color": [220, 20, 60]},
+    {"id": 2, "name": "rectangle", "isthing": 1, "color": [255, 165, 0]},
+    {"id": 3, "name": "triangle", "isthing": 1, "color": [148, 0, 211]},
+    {"id": 4, "name": "star", "isthing": 1, "color": [255, 215, 0]},
+    {"id": 10, "name": "sky", "isthing": 0, "color": [135, 206, 235]},
+    {"id": 11, "name": "grass", "isthing": 0, "color": [34, 139, 34]},
+    {"id": 12, "name": "water", "isthing": 0, "color": [0, 105, 148]},
+]
+_THINGS = [c for c in SYNTHETIC_SHAPES_CATEGORIES if c["isthing"]]
+_STUFF = [c for c in SYNTHETIC_SHAPES_CATEGORIES if not c["isthing"]]
+
+# split -> (number of images, seed); image size defaults to 256 x 256.
+SPLITS = {"train": (400, 0), "val": (60, 1)}
+DEFAULT_IMAGE_SIZE = (256, 256)
+IGNORE_LABEL = 255
+
+
+# ---------------------------------------------------------------------------------------
+# Cache folder and atomic writes
+# ---------------------------------------------------------------------------------------
+def cache_root():
+    """The project's cache folder: ``$MASK2FORMER_CACHE`` or ``~/.cache/mask2former``."""
+    return Path(os.environ.get("MASK2FORMER_CACHE", "~/.cache/mask2former")).expanduser()
+
+
+@contextlib.contextmanager
+def _file_lock(lock_path):
+    """Exclusive inter-process lock (POSIX flock); a no-op where flock is unavailable.
+    The atomic rename alone already keeps readers safe; the lock only avoids two
+    processes doing the same generation work."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: rely on the atomic rename only
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_directory(target):
+    """Build a directory atomically: yields a temporary folder beside ``target`` to fill;
+    on success it is renamed to ``target``. If ``target`` appeared meanwhile (another
+    process won), the temporary folder is discarded. On error nothing is left behind."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as json to ``path`` through a temporary file in the same folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+# ---------------------------------------------------------------------------------------
+def _smooth_noise(rng, height, width, cell, amplitude):
+    """Low-frequency noise (H, W) in [-amplitude, amplitude]: a coarse random grid
+    upsampled bicubically (``cell`` pixels per grid step)."""
+    grid = rng.uniform(-1.0, 1.0, size=(height // cell + 2, width // cell + 2)).astype(np.float32)
+    big = cv2.resize(grid, ((width // cell + 2) * cell, (height // cell + 2) * cell),
+                     interpolation=cv2.INTER_CUBIC)
+    return amplitude * big[:height, :width]
+
+
+def _stuff_texture(name, rng, height, width):
+    """(H, W, 3) float32 texture in [0, 1] for one stuff class."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    jitter = rng.uniform(-0.06, 0.06, size=3).astype(np.float32)
+    if name == "sky":
+        base = np.array([0.45, 0.65, 0.95], np.float32) + jitter
+        gradient = (yy / height)[..., None] * np.array([0.25, 0.2, 0.05], np.float32)
+        clouds = np.clip(_smooth_noise(rng, height, width, 32, 0.5), 0, None)[..., None]
+        texture = base + gradient + clouds
+    elif name == "grass":
+        base = np.array([0.25, 0.55, 0.18], np.float32) + jitter
+        # vertically stretched noise reads as blades
+        blades = _smooth_noise(rng, height, width // 2 * 2, 2, 0.12)
+        blades = cv2.resize(blades[: height // 6 + 1], (width, height), interpolation=cv2.INTER_LINEAR)
+        fine = rng.normal(0.0, 0.05, size=(height, width)).astype(np.float32)
+        texture = base + (blades + fine)[..., None] * np.array([0.6, 1.0, 0.5], np.float32)
+    elif name == "water":
+        base = np.array([0.10, 0.35, 0.60], np.float32) + jitter
+        period = rng.uniform(6.0, 14.0)
+        phase = rng.uniform(0, 2 * np.pi)
+        waves = np.sin(2 * np.pi * yy / period + 1.5 * np.sin(2 * np.pi * xx / rng.uniform(40, 90)) + phase)
+        texture = base + (0.07 * waves)[..., None] + _smooth_noise(rng, height, width, 16, 0.05)[..., None]
+    else:
+        raise ValueError(f"unknown stuff class {name!r}")
+    return np.clip(texture, 0.0, 1.0)
+
+
+def _thing_texture(rng, height, width):
+    """(H, W, 3) float32 texture in [0, 1]: a random colour, solid, striped or graded."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(120, 255), rng.uniform(120, 255)]]], np.float32)
+    color = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
+    kind = rng.integers(0, 3)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, np.pi)
+    coord = xx * np.cos(angle) + yy * np.sin(angle)
+    if kind == 0:  # solid
+        texture = np.broadcast_to(color, (height, width, 3)).copy()
+    elif kind == 1:  # stripes
+        stripes = (np.floor(coord / rng.uniform(3.0, 7.0)) % 2).astype(np.float32)
+        texture = color * (1.0 - 0.4 * stripes[..., None])
+    else:  # gradient
+        t = (coord - coord.min()) / max(float(np.ptp(coord)), 1.0)
+        texture = color * (0.6 + 0.6 * t[..., None])
+    texture += rng.normal(0.0, 0.03, size=(height, width, 1)).astype(np.float32)
+    return np.clip(texture, 0.0, 1.0)
+
+
+def _polygon_mask(points, height, width):
+    """Fill a float polygon (K, 2) of (x, y) points into a (H, W) bool mask, with 1/16
+    pixel precision so the result does not depend on rounding conventions."""
+    mask = np.zeros((height, width), np.uint8)
+    pts = np.round(np.asarray(points) * 16).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 1, lineType=cv2.LINE_8, shift=4)
+    return mask.astype(bool)
+
+
+def _shape_mask(name, rng, height, width):
+    """A random shape of the given class as a (H, W) bool mask."""
+    scale = min(height, width)
+    radius = rng.uniform(0.07, 0.17) * scale
+    cx = rng.uniform(0.08, 0.92) * width
+    cy = rng.uniform(0.08, 0.92) * height
+    rot = rng.uniform(0, 2 * np.pi)
+    if name == "circle":
+        yy, xx = np.mgrid[0:height, 0:width]
+        return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2
+    if name == "rectangle":
+        aspect = rng.uniform(0.5, 1.6)
+        half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+        local = half * np.array([radius * aspect, radius / aspect]) * 0.85
+    elif name == "triangle":
+        angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.25, 0.25, size=3)
+        local = np.stack([np.cos(angles), np.sin(angles)], 1) * radius * 1.15
+    elif name == "star":
+        angles = np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, radius * 1.1, radius * 0.47)
+        local = np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
+    else:
+        raise ValueError(f"unknown thing class {name!r}")
+    rotation = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    return _polygon_mask(local @ rotation.T + np.array([cx, cy]), height, width)
+
+
+def _stuff_layout(rng, height, width):
+    """Split the image into 1-3 horizontal bands with wavy borders.
+
+    Returns (band_index (H, W) int64, list of stuff category dicts, one per band)."""
+    num_bands = int(rng.integers(1, 4))
+    order = rng.permutation(len(_STUFF))[:num_bands]
+    # border positions at least 15% of the height apart
+    while True:
+        borders = np.sort(rng.uniform(0.15, 0.85, size=num_bands - 1)) * height
+        gaps = np.diff(np.concatenate([[0.0], borders, [float(height)]]))
+        if num_bands == 1 or gaps.min() >= 0.15 * height:
+            break
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    band = np.zeros((height, width), np.int64)
+    for border in borders:
+        amplitude = rng.uniform(0.0, 0.06) * height
+        wavelength = rng.uniform(0.3, 1.2) * width
+        phase = rng.uniform(0, 2 * np.pi)
+        curve = border + amplitude * np.sin(2 * np.pi * xx / wavelength + phase)
+        band += (yy >= curve).astype(np.int64)
+    return band, [_STUFF[i] for i in order]
+
+
+def render_sample(rng, height, width, max_things=5):
+    """Render one image and its segment map.
+
+    Returns:
+        image: (H, W, 3) uint8 RGB.
+        segment_map: (H, W) int64, index into ``segments`` for every pixel.
+        segments: list of category dicts (from ``SYNTHETIC_SHAPES_CATEGORIES``), one per
+            segment; stuff segments first, then things in drawing order.
+    """
+    band, band_categories = _stuff_layout(rng, height, width)
+    image = np.zeros((height, width, 3), np.float32)
+    for i, category in enumerate(band_categories):
+        region = band == i
+        image[region] = _stuff_texture(category["name"], rng, height, width)[region]
+    segment_map = band.copy()
+    segments = list(band_categories)
+
+    min_area = 0.0015 * height * width  # ~100 px at 256 x 256
+    full_areas = {}
+    for _ in range(int(rng.integers(1, max_things + 1))):
+        category = _THINGS[int(rng.integers(0, len(_THINGS)))]
+        texture = _thing_texture(rng, height, width)
+        for _attempt in range(20):
+            mask = _shape_mask(category["name"], rng, height, width)
+            area = int(mask.sum())
+            if area < min_area:
+                continue
+            # keep every earlier thing at least half visible, so occlusion is partial
+            covered = np.bincount(segment_map[mask], minlength=len(segments))
+            if all(
+                (segment_map == k).sum() - covered[k] >= max(0.5 * full_areas[k], min_area)
+                for k in full_areas
+            ):
+                break
+        else:
+            continue
+        full_areas[len(segments)] = area
+        segment_map[mask] = len(segments)
+        segments.append(category)
+        image[mask] = texture[mask]
+
+    image = cv2.GaussianBlur(image, (3, 3), 0.6)
+    image += rng.normal(0.0, 0.015, size=image.shape).astype(np.float32)
+    image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
+    return image, segment_map, segments
+
+
+def _bbox_xywh(mask):
+    ys, xs = np.nonzero(mask)
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
+
+
+def _encode_rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def _id2rgb(ids):
+    """COCO panoptic colour encoding: id = R + 256 G + 256^2 B."""
+    rgb = np.zeros(ids.shape + (3,), np.uint8)
+    for c in range(3):
+        rgb[..., c] = (ids >> (8 * c)) & 255
+    return rgb
+
+
+def _write_png(path, array):
+    Image.fromarray(array).save(path, format="PNG", optimize=False, compress_level=6)
+
+
+def generate_synthetic_shapes(output_dir, num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0):
+    """Generate one split into ``output_dir`` (which must exist and be empty).
+
+    Writes ``images/*.jpg``, ``panoptic/*.png`` + ``panoptic.json`` (COCO panoptic),
+    ``instances.json`` (COCO instances, RLE masks) and ``semantic/*.png`` (contiguous train
+    ids, things first; 255 = ignore). The same arguments give the same bytes.
+
+    Args:
+        output_dir: destination folder.
+        num_images: number of images.
+        image_size: (height, width).
+        seed: seed of this split; image ``i`` uses the generator seeded by ``(seed, i)``.
+    """
+    output_dir = Path(output_dir)
+    height, width = int(image_size[0]), int(image_size[1])
+    if height < 32 or width < 32:
+        raise ValueError(f"image_size must be at least 32 x 32, got {image_size}")
+    for sub in ("images", "panoptic", "semantic"):
+        (output_dir / sub).mkdir(parents=True, exist_ok=True)
+    contiguous = {c["id"]: i for i, c in enumerate(SYNTHETIC_SHAPES_CATEGORIES)}
+
+    images, instance_annotations, panoptic_annotations = [], [], []
+    for image_id in tqdm(range(num_images), desc=f"synthetic shapes -> {output_dir.name}",
+                         unit="img", mininterval=1.0):
+        rng = np.random.default_rng([seed, image_id])
+        image, segment_map, segments = render_sample(rng, height, width)
+        stem = f"{image_id:06d}"
+        Image.fromarray(image).save(output_dir / "images" / f"{stem}.jpg", format="JPEG", quality=92)
+        images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": height, "width": width})
+
+        # Panoptic segment ids are 1..N (0 stays VOID), in the order of ``segments``.
+        panoptic_ids = np.zeros((height, width), np.uint32)
+        semantic = np.full((height, width), IGNORE_LABEL, np.uint8)
+        segments_info = []
+        for k, category in enumerate(segments):
+            mask = segment_map == k
+            area = int(mask.sum())
+            if area == 0:
+                continue
+            panoptic_ids[mask] = k + 1
+            semantic[mask] = contiguous[category["id"]]
+            bbox = _bbox_xywh(mask)
+            segments_info.append(
+                {"id": k + 1, "category_id": category["id"], "area": area, "bbox": bbox, "iscrowd": 0}
+            )
+            if category["isthing"]:
+                instance_annotations.append(
+                    {
+                        "id": len(instance_annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category["id"],
+                        "segmentation": _encode_rle(mask),
+                        "area": area,
+                        "bbox": bbox,
+                        "iscrowd": 0,
+                    }
+                )
+        _write_png(output_dir / "panoptic" / f"{stem}.png", _id2rgb(panoptic_ids))
+        _write_png(output_dir / "semantic" / f"{stem}.png", semantic)
+        panoptic_annotations.append(
+            {"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments_info}
+        )
+
+    info = {"description": "mask2former synthetic shapes", "version": SYNTHETIC_SHAPES_VERSION,
+            "seed": seed, "image_size": [height, width]}
+    categories = [dict(c, supercategory="thing" if c["isthing"] else "stuff")
+                  for c in SYNTHETIC_SHAPES_CATEGORIES]
+    write_json_atomic(
+        output_dir / "instances.json",
+        {"info": info, "images": images, "annotations": instance_annotations,
+         "categories": [{k: c[k] for k in ("id", "name", "supercategory")} for c in categories
+                        if c["isthing"]]},
+    )
+    write_json_atomic(
+        output_dir / "panoptic.json",
+        {"info": info, "images": images, "annotations": panoptic_annotations, "categories": categories},
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Cache management and registration
+# ---------------------------------------------------------------------------------------
+def _split_dir(split, root=None):
+    if split not in SPLITS:
+        raise KeyError(f"unknown synthetic_shapes split {split!r}; expected one of {sorted(SPLITS)}")
+    root = Path(root) if root is not None else cache_root()
+    return root / "synthetic_shapes" / f"v{SYNTHETIC_SHAPES_VERSION}" / split
+
+
+def ensure_synthetic_shapes(split, root=None):
+    """Make sure the default ``split`` ("train" or "val") exists in the cache, generating it
+    on first use (safe when several processes call this at once). Returns its folder."""
+    target = _split_dir(split, root)
+    if target.is_dir():
+        return target
+    num_images, seed = SPLITS[split]
+    with _file_lock(target.parent / f".{split}.lock"):
+        if not target.is_dir():
+            logger.info(f"Generating synthetic_shapes {split} ({num_images} images) into {target}")
+            with atomic_directory(target) as tmp:
+                generate_synthetic_shapes(tmp, num_images, DEFAULT_IMAGE_SIZE, seed)
+    return target
+
+
+def synthetic_shapes_metadata(split, root=None):
+    """Metadata shared by the three views of a split (paths are known without generating)."""
+    split_dir = _split_dir(split, root)
+    things = [c for c in SYNTHETIC_SHAPES_CATEGORIES if c["isthing"]]
+    return {
+        "thing_classes": [c["name"] for c in things],
+        "thing_colors": [c["color"] for c in things],
+        # detectron2's panoptic convention: stuff_classes lists every class, things first
+        "stuff_classes": [c["name"] for c in SYNTHETIC_SHAPES_CATEGORIES],
+        "stuff_colors": [c["color"] for c in SYNTHETIC_SHAPES_CATEGORIES],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(things)},
+        # covers every class so SemSegEvaluator can map all contiguous ids back
+        "stuff_dataset_id_to_contiguous_id": {
+            c["id"]: i for i, c in enumerate(SYNTHETIC_SHAPES_CATEGORIES)
+        },
+        "image_root": str(split_dir / "images"),
+        "panoptic_root": str(split_dir / "panoptic"),
+        "panoptic_json": str(split_dir / "panoptic.json"),
+        "json_file": str(split_dir / "instances.json"),
+        "sem_seg_root": str(split_dir / "semantic"),
+        "ignore_label": IGNORE_LABEL,
+        "label_divisor": 1000,
+    }
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RuntimeError(f"cannot read synthetic_shapes annotation file {path}: {e}") from e
+
+
+def load_synthetic_panoptic(split, root=None):
+    """Dataset dicts in detectron2's COCO panoptic form (``segments_info`` category ids are
+    contiguous, with ``isthing``) plus ``sem_seg_file_name``."""
+    split_dir = ensure_synthetic_shapes(split, root)
+    data = _read_json(split_dir / "panoptic.json")
+    contiguous = {c["id"]: i for i, c in enumerate(SYNTHETIC_SHAPES_CATEGORIES)}
+    isthing = {c["id"]: bool(c["isthing"]) for c in SYNTHETIC_SHAPES_CATEGORIES}
+    images = {im["id"]: im for im in data["images"]}
+    dicts = []
+    for ann in data["annotations"]:
+        im = images[ann["image_id"]]
+        stem = os.path.splitext(ann["file_name"])[0]
+        dicts.append(
+            {
+                "file_name": str(split_dir / "images" / im["file_name"]),
+                "image_id": im["id"],
+                "height": im["height"],
+                "width": im["width"],
+                "pan_seg_file_name": str(split_dir / "panoptic" / ann["file_name"]),
+                "sem_seg_file_name": str(split_dir / "semantic" / f"{stem}.png"),
+                "segments_info": [
+                    dict(s, category_id=contiguous[s["category_id"]], isthing=isthing[s["category_id"]])
+                    for s in ann["segments_info"]
+                ],
+            }
+        )
+    return dicts
+
+
+def load_synthetic_instances(split, root=None):
+    """Dataset dicts in detectron2's COCO instance form (RLE masks, XYWH_ABS boxes,
+    contiguous category ids)."""
+    from detectron2.structures import BoxMode
+
+    split_dir = ensure_synthetic_shapes(split, root)
+    data = _read_json(split_dir / "instances.json")
+    contiguous = {c["id"]: i for i, c in enumerate(c for c in SYNTHETIC_SHAPES_CATEGORIES if c["isthing"])}
+    per_image = {im["id"]: [] for im in data["images"]}
+    for ann in data["annotations"]:
+        per_image[ann["image_id"]].append(
+            {
+                "bbox": ann["bbox"],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": contiguous[ann["category_id"]],
+                "segmentation": ann["segmentation"],
+                "iscrowd": ann["iscrowd"],
+            }
+        )
+    return [
+        {
+            "file_name": str(split_dir / "images" / im["file_name"]),
+            "image_id": im["id"],
+            "height": im["height"],
+            "width": im["width"],
+            "annotations": per_image[im["id"]],
+        }
+        for im in data["images"]
+    ]
+
+
+def load_synthetic_sem_seg(split, root=None):
+    """Dataset dicts in detectron2's semantic form (``file_name``, ``sem_seg_file_name``)."""
+    split_dir = ensure_synthetic_shapes(split, root)
+    data = _read_json(split_dir / "panoptic.json")
+    return [
+        {
+            "file_name": str(split_dir / "images" / im["file_name"]),
+            "sem_seg_file_name": str(split_dir / "semantic" / (os.path.splitext(im["file_name"])[0] + ".png")),
+            "image_id": im["id"],
+            "height": im["height"],
+            "width": im["width"],
+        }
+        for im in data["images"]
+    ]
+
+
+_VIEWS = {
+    "panoptic": (load_synthetic_panoptic, "coco_panoptic_seg"),
+    "instance": (load_synthetic_instances, "coco"),
+    "sem_seg": (load_synthetic_sem_seg, "sem_seg"),
+}
+
+
+def _dataset_name(split, view):
+    return f"synthetic_shapes_{split}_{view}"
+
+
+def register_synthetic_shapes(root=None):
+    """Register the six ``synthetic_shapes_*`` datasets (no disk access). ``root`` is the
+    cache folder, resolved now so metadata paths and loaders always agree."""
+    root = Path(root) if root is not None else cache_root()
+    for split in SPLITS:
+        metadata = synthetic_shapes_metadata(split, root)
+        for view, (loader, evaluator_type) in _VIEWS.items():
+            name = _dataset_name(split, view)
+            if name in DatasetCatalog.list():
+                continue
+            DatasetCatalog.register(name, lambda s=split, f=loader: f(s, root))
+            MetadataCatalog.get(name).set(evaluator_type=evaluator_type, **metadata)
+
+
+def ensure_dataset_files(dataset_name):
+    """Generate the files behind a built-in dataset if it is one (evaluators read
+    ``panoptic_json``/``json_file`` directly). Returns True if ``dataset_name`` is built in."""
+    for split in SPLITS:
+        if any(dataset_name == _dataset_name(split, view) for view in _VIEWS):
+            # image_root = <root>/synthetic_shapes/v<N>/<split>/images
+            root = Path(MetadataCatalog.get(dataset_name).image_root).parents[3]
+            ensure_synthetic_shapes(split, root)
+            return True
+    return False
+
+
+register_synthetic_shapes()
