@@ -1,0 +1,260 @@
+"""The Mask2Former meta-architecture: backbone + mask-classification head + set criterion."""
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_seg_head
+from detectron2.modeling.backbone import Backbone
+from detectron2.structures import BitMasks, ImageList
+
+from ..criterion import SetCriterion
+from ..matcher import HungarianMatcher
+from ..postprocessing import postprocess_image
+
+__all__ = ["MaskFormer"]
+
+
+@META_ARCH_REGISTRY.register()
+class MaskFormer(nn.Module):
+    """Mask classification for semantic, panoptic and instance segmentation.
+
+    Training returns a dict of weighted scalar losses; inference returns, per image, the
+    results switched on ("sem_seg", "panoptic_seg", "instances") at the requested
+    (height, width).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        sem_seg_head: nn.Module,
+        criterion: SetCriterion,
+        num_classes: int,
+        num_queries: int,
+        object_mask_threshold: float,
+        overlap_threshold: float,
+        metadata: Metadata,
+        size_divisibility: int,
+        sem_seg_postprocess_before_inference: bool,
+        pixel_mean: Tuple[float],
+        pixel_std: Tuple[float],
+        semantic_on: bool = True,
+        panoptic_on: bool = False,
+        instance_on: bool = False,
+        test_topk_per_image: int = 100,
+        query_chunk_size: int = 16,
+    ):
+        """
+        Args:
+            backbone: detectron2 backbone producing the features the head reads.
+            sem_seg_head: maps features to {"pred_logits", "pred_masks", "aux_outputs"}.
+            criterion: computes the unweighted losses; its `weight_dict` weights them.
+            num_classes: K, without "no object".
+            num_queries: Q.
+            object_mask_threshold, overlap_threshold: panoptic thresholds.
+            metadata: dataset metadata; `thing_dataset_id_to_contiguous_id` tells thing
+                classes apart (if missing, panoptic treats every class as a thing and
+                instance results are not filtered).
+            size_divisibility: pad the batch to a multiple of this.
+            sem_seg_postprocess_before_inference: resize masks to the output size before
+                the semantic sum (otherwise the K-channel map is resized afterwards).
+            pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
+            semantic_on, panoptic_on, instance_on: which results inference produces.
+            test_topk_per_image: detections per image of the instance result.
+            query_chunk_size: queries upsampled at a time for the semantic map.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.num_queries = num_queries
+        self.object_mask_threshold = object_mask_threshold
+        self.overlap_threshold = overlap_threshold
+        self.metadata = metadata
+        if size_divisibility < 0:
+            size_divisibility = backbone.size_divisibility
+        self.size_divisibility = size_divisibility
+        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        if self.pixel_mean.shape != self.pixel_std.shape:
+            raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
+        self.semantic_on = semantic_on
+        self.panoptic_on = panoptic_on
+        self.instance_on = instance_on
+        self.test_topk_per_image = test_topk_per_image
+        self.query_chunk_size = query_chunk_size
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        sem_seg_head = build_sem_seg_head(cfg, backbone.output_shape())
+        mf = cfg.MODEL.MASK_FORMER
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+
+        matcher = HungarianMatcher(
+            cost_class=mf.CLASS_WEIGHT,
+            cost_mask=mf.MASK_WEIGHT,
+            cost_dice=mf.DICE_WEIGHT,
+            num_points=mf.TRAIN_NUM_POINTS,
+        )
+        final_weights = {"loss_ce": mf.CLASS_WEIGHT, "loss_mask": mf.MASK_WEIGHT, "loss_dice": mf.DICE_WEIGHT}
+        weight_dict = dict(final_weights)
+        if mf.DEEP_SUPERVISION:
+            # The head predicts before its first layer and after each of DEC_LAYERS - 1
+            # layers; all but the last prediction are auxiliary.
+            for i in range(mf.DEC_LAYERS - 1):
+                weight_dict.update({f"{k}_{i}": v for k, v in final_weights.items()})
+        criterion = SetCriterion(
+            num_classes,
+            matcher=matcher,
+            weight_dict=weight_dict,
+            eos_coef=mf.NO_OBJECT_WEIGHT,
+            losses=("labels", "masks"),
+            num_points=mf.TRAIN_NUM_POINTS,
+            oversample_ratio=mf.OVERSAMPLE_RATIO,
+            importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+        )
+        if cfg.DATASETS.TEST:
+            metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        else:
+            metadata = Metadata()
+        return {
+            "backbone": backbone,
+            "sem_seg_head": sem_seg_head,
+            "criterion": criterion,
+            "num_classes": num_classes,
+            "num_queries": mf.NUM_OBJECT_QUERIES,
+            "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
+            "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
+            "metadata": metadata,
+            # The backbone may need a coarser padding than the configured one (e.g. Swin windows).
+            "size_divisibility": max(mf.SIZE_DIVISIBILITY, backbone.size_divisibility),
+            # Panoptic and instance results are defined on masks at the output size, and
+            # the semantic map is then taken from the same masks.
+            "sem_seg_postprocess_before_inference": (
+                mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
+            ),
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "semantic_on": mf.TEST.SEMANTIC_ON,
+            "panoptic_on": mf.TEST.PANOPTIC_ON,
+            "instance_on": mf.TEST.INSTANCE_ON,
+            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def forward(self, batched_inputs):
+        """
+        Args:
+            batched_inputs (list[dict]): per image, "image" (C, H, W) uint8 tensor in the
+                configured channel order; optional "height", "width" (output size); for
+                training "instances" with gt_classes (N,) int64 and gt_masks (BitMasks or
+                (N, H, W) bool/uint8 tensor).
+
+        Returns:
+            training: dict[str, Tensor] of weighted scalar losses.
+            inference: list[dict], per image, with "sem_seg" (K, height, width),
+            "panoptic_seg" (int32 (height, width), segments_info) and/or "instances".
+        """
+        images = self.preprocess_images(batched_inputs)
+        features = self.backbone(images.tensor)
+        outputs = self.sem_seg_head(features)
+
+        if self.training:
+            targets = self.prepare_targets(batched_inputs, images)
+            losses = self.criterion(outputs, targets)
+            weights = self.criterion.weight_dict
+            return {name: loss * weights[name] for name, loss in losses.items() if name in weights}
+        return self.inference(outputs, batched_inputs, images)
+
+    def preprocess_images(self, batched_inputs) -> ImageList:
+        """Normalise each image and pad the batch (with zeros after normalisation)."""
+        images = []
+        for i, inputs in enumerate(batched_inputs):
+            image = inputs.get("image") if isinstance(inputs, dict) else None
+            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != self.pixel_mean.shape[0]:
+                got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+                raise ValueError(
+                    f"MaskFormer: batched_inputs[{i}]['image'] must be a ({self.pixel_mean.shape[0]}, H, W) "
+                    f"tensor, got {got}"
+                )
+            images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def prepare_targets(self, batched_inputs, images: ImageList):
+        """Per image {"labels": (N,) int64, "masks": (N, Hp, Wp) bool} at the padded batch size."""
+        padded_h, padded_w = images.tensor.shape[-2:]
+        targets = []
+        for i, inputs in enumerate(batched_inputs):
+            height, width = images.image_sizes[i]
+            instances = inputs.get("instances")
+            if instances is None:
+                raise ValueError(f"MaskFormer: batched_inputs[{i}] has no 'instances' for training")
+            labels = instances.gt_classes.to(self.device, torch.int64)
+            masks = instances.gt_masks if instances.has("gt_masks") else None
+            if isinstance(masks, BitMasks):
+                masks = masks.tensor
+            if masks is None and len(labels) == 0:
+                masks = torch.zeros((0, height, width), dtype=torch.bool)
+            if not isinstance(masks, torch.Tensor) or masks.dim() != 3 or masks.shape[0] != len(labels):
+                got = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
+                raise ValueError(
+                    f"MaskFormer: batched_inputs[{i}]['instances'].gt_masks must be BitMasks or an "
+                    f"(N, H, W) tensor with N = {len(labels)} gt_classes, got {got}"
+                )
+            if masks.shape[-2] > padded_h or masks.shape[-1] > padded_w:
+                raise ValueError(
+                    f"MaskFormer: batched_inputs[{i}]['instances'].gt_masks is {tuple(masks.shape[-2:])}, "
+                    f"larger than the image {tuple(images.image_sizes[i])}"
+                )
+            padded = torch.zeros((len(labels), padded_h, padded_w), dtype=torch.bool, device=self.device)
+            padded[:, : masks.shape[-2], : masks.shape[-1]] = masks.to(self.device).bool()
+            targets.append({"labels": labels, "masks": padded})
+        return targets
+
+    def thing_classes(self) -> Optional[frozenset]:
+        """Contiguous ids of thing classes, or None if the metadata does not say."""
+        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
+        if mapping is None:
+            return None
+        return frozenset(int(v) for v in mapping.values())
+
+    def inference(self, outputs, batched_inputs, images: ImageList):
+        class_logits = outputs["pred_logits"]
+        mask_logits = outputs["pred_masks"]
+        padded_size = tuple(images.tensor.shape[-2:])
+        thing_classes = self.thing_classes()
+        results = []
+        for i, inputs in enumerate(batched_inputs):
+            image_size = images.image_sizes[i]
+            output_size = (inputs.get("height", image_size[0]), inputs.get("width", image_size[1]))
+            results.append(
+                postprocess_image(
+                    class_logits[i],
+                    mask_logits[i],
+                    padded_size,
+                    image_size,
+                    output_size,
+                    num_classes=self.num_classes,
+                    semantic_on=self.semantic_on,
+                    panoptic_on=self.panoptic_on,
+                    instance_on=self.instance_on,
+                    resize_before_semantic=self.sem_seg_postprocess_before_inference,
+                    object_mask_threshold=self.object_mask_threshold,
+                    overlap_threshold=self.overlap_threshold,
+                    detections_per_image=self.test_topk_per_image,
+                    thing_classes=thing_classes,
+                    query_chunk_size=self.query_chunk_size,
+                )
+            )
+        return results
