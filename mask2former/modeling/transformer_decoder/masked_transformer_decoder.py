@@ -1,0 +1,242 @@
+"""``MultiScaleMaskedTransformerDecoder``: Mask2Former's decoder with masked cross-attention."""
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d
+from fvcore.nn import weight_init
+from torch import Tensor, nn
+
+from .build import TRANSFORMER_DECODER_REGISTRY
+from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
+from .legacy_keys import rename_legacy_keys
+from .position_encoding import PositionEmbeddingSine
+
+__all__ = ["MultiScaleMaskedTransformerDecoder", "attention_mask_from_mask_logits"]
+
+
+def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[int], num_heads: int) -> Tensor:
+    """
+    The masked-attention mask for the next cross-attention layer.
+
+    Args:
+        mask_logits: (B, Q, H, W) predicted mask logits.
+        target_size: (h, w) of the memory the next layer attends to.
+        num_heads: attention heads of that layer.
+
+    Returns:
+        (B * num_heads, Q, h * w) bool, True where attention is blocked: pixels whose
+        resized mask probability is below 0.5. A query whose row would be blocked
+        entirely is left unblocked (it would otherwise attend to nothing). Detached.
+    """
+    resized = F.interpolate(mask_logits, size=tuple(target_size), mode="bilinear", align_corners=False)
+    blocked = resized.sigmoid().flatten(2) < 0.5  # (B, Q, hw)
+    blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
+    return blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1).detach()
+
+
+@TRANSFORMER_DECODER_REGISTRY.register()
+class MultiScaleMaskedTransformerDecoder(nn.Module):
+    """
+    Learned queries refined by ``dec_layers`` layers of (masked cross-attention, self-attention,
+    FFN), the cross-attention cycling round robin over the multi-scale features (lowest
+    resolution first). Each query only attends to the pixels its previous mask prediction
+    covers. Class and mask predictions are made from the learned queries and after every
+    layer: ``dec_layers + 1`` predictions, the last one being the output.
+    """
+
+    # Version 2 = the Mask2Former layout; checkpoints written by this module carry it.
+    _version = 2
+
+    @configurable
+    def __init__(
+        self,
+        in_channels: int,
+        mask_classification: bool = True,
+        *,
+        num_classes: int,
+        hidden_dim: int,
+        num_queries: int,
+        nheads: int,
+        dim_feedforward: int,
+        dec_layers: int,
+        pre_norm: bool,
+        mask_dim: int,
+        enforce_input_project: bool,
+        num_feature_levels: int = 3,
+    ):
+        """
+        Args:
+            in_channels: channels of the multi-scale features.
+            mask_classification: predict class logits (``class_embed``) as well as masks.
+            num_classes: K; the class head has K + 1 outputs, the last meaning "no object".
+            hidden_dim: query and attention width.
+            num_queries: Q.
+            nheads: attention heads.
+            dim_feedforward: FFN hidden width.
+            dec_layers: number of transformer layers (the config's DEC_LAYERS - 1).
+            pre_norm: pre-norm instead of post-norm blocks.
+            mask_dim: channels of ``mask_features`` (output width of ``mask_embed``).
+            enforce_input_project: project features with a 1x1 conv even when
+                ``in_channels == hidden_dim``.
+            num_feature_levels: number of multi-scale features attended round robin.
+        """
+        super().__init__()
+        if dec_layers < 1:
+            raise ValueError(f"MultiScaleMaskedTransformerDecoder needs at least one layer, got {dec_layers}")
+        self.mask_classification = mask_classification
+        self.num_heads = nheads
+        self.num_layers = dec_layers
+        self.num_queries = num_queries
+        self.num_feature_levels = num_feature_levels
+
+        self.pe_layer = PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+
+        self.transformer_self_attention_layers = nn.ModuleList()
+        self.transformer_cross_attention_layers = nn.ModuleList()
+        self.transformer_ffn_layers = nn.ModuleList()
+        for _ in range(dec_layers):
+            self.transformer_self_attention_layers.append(
+                SelfAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm)
+            )
+            self.transformer_cross_attention_layers.append(
+                CrossAttentionLayer(hidden_dim, nheads, dropout=0.0, normalize_before=pre_norm)
+            )
+            self.transformer_ffn_layers.append(
+                FFNLayer(hidden_dim, dim_feedforward, dropout=0.0, normalize_before=pre_norm)
+            )
+        self.decoder_norm = nn.LayerNorm(hidden_dim)
+
+        # query_feat: the queries' initial content; query_embed: their positional embedding.
+        self.query_feat = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.level_embed = nn.Embedding(num_feature_levels, hidden_dim)
+
+        self.input_proj = nn.ModuleList()
+        for _ in range(num_feature_levels):
+            if in_channels != hidden_dim or enforce_input_project:
+                proj = Conv2d(in_channels, hidden_dim, kernel_size=1)
+                weight_init.c2_xavier_fill(proj)
+                self.input_proj.append(proj)
+            else:
+                self.input_proj.append(nn.Sequential())
+
+        if mask_classification:
+            self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
+
+    @classmethod
+    def from_config(cls, cfg, in_channels, mask_classification):
+        dec_layers = cfg.MODEL.MASK_FORMER.DEC_LAYERS
+        if dec_layers < 2:
+            raise ValueError(
+                f"MODEL.MASK_FORMER.DEC_LAYERS={dec_layers}: MultiScaleMaskedTransformerDecoder needs >= 2 "
+                "(one prediction from the learned queries plus at least one layer)"
+            )
+        return {
+            "in_channels": in_channels,
+            "mask_classification": mask_classification,
+            "num_classes": cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES,
+            "hidden_dim": cfg.MODEL.MASK_FORMER.HIDDEN_DIM,
+            "num_queries": cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES,
+            "nheads": cfg.MODEL.MASK_FORMER.NHEADS,
+            "dim_feedforward": cfg.MODEL.MASK_FORMER.DIM_FEEDFORWARD,
+            # DEC_LAYERS counts the prediction made from the learned queries before any layer.
+            "dec_layers": dec_layers - 1,
+            "pre_norm": cfg.MODEL.MASK_FORMER.PRE_NORM,
+            "mask_dim": cfg.MODEL.SEM_SEG_HEAD.MASK_DIM,
+            "enforce_input_project": cfg.MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ,
+        }
+
+    def forward(self, x: List[Tensor], mask_features: Tensor, mask: Optional[Tensor] = None) -> Dict:
+        """
+        Args:
+            x: ``num_feature_levels`` maps (B, in_channels, H_l, W_l), lowest resolution first.
+            mask_features: (B, mask_dim, H/4, W/4) per-pixel embeddings.
+            mask: unused (kept for the common decoder interface).
+
+        Returns:
+            {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H/4, W/4),
+             "aux_outputs": [{"pred_logits", "pred_masks"}] * dec_layers (earlier predictions, in order)}
+        """
+        del mask
+        if len(x) != self.num_feature_levels:
+            raise ValueError(
+                f"MultiScaleMaskedTransformerDecoder expects {self.num_feature_levels} feature maps, got {len(x)}"
+            )
+        memories, positions, sizes = [], [], []
+        for level, feature in enumerate(x):
+            sizes.append(feature.shape[-2:])
+            # (B, C, h, w) -> (hw, B, C), the sequence-first layout of nn.MultiheadAttention.
+            positions.append(self.pe_layer(feature, None).flatten(2).permute(2, 0, 1))
+            memory = self.input_proj[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
+            memories.append(memory.permute(2, 0, 1))
+
+        batch_size = memories[0].shape[1]
+        query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, batch_size, 1)  # (Q, B, C)
+        output = self.query_feat.weight.unsqueeze(1).repeat(1, batch_size, 1)
+
+        predictions_class, predictions_mask = [], []
+        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
+        predictions_class.append(outputs_class)
+        predictions_mask.append(outputs_mask)
+
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            output = self.transformer_cross_attention_layers[i](
+                output,
+                memories[level],
+                memory_mask=attn_mask,
+                memory_key_padding_mask=None,
+                pos=positions[level],
+                query_pos=query_embed,
+            )
+            output = self.transformer_self_attention_layers[i](
+                output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
+            )
+            output = self.transformer_ffn_layers[i](output)
+            next_size = sizes[(i + 1) % self.num_feature_levels]
+            outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, next_size)
+            predictions_class.append(outputs_class)
+            predictions_mask.append(outputs_mask)
+
+        return {
+            "pred_logits": predictions_class[-1],
+            "pred_masks": predictions_mask[-1],
+            "aux_outputs": self._aux_outputs(predictions_class, predictions_mask),
+        }
+
+    def forward_prediction_heads(
+        self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Sequence[int]
+    ) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+        """
+        Args:
+            output: (Q, B, C) queries.
+            mask_features: (B, mask_dim, H, W).
+            attn_mask_target_size: (h, w) of the memory attended next.
+
+        Returns:
+            class logits (B, Q, K+1) or None, mask logits (B, Q, H, W),
+            attention mask (B * nheads, Q, h * w) bool.
+        """
+        decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
+        outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
+        mask_embed = self.mask_embed(decoder_output)
+        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        attn_mask = attention_mask_from_mask_logits(outputs_mask, attn_mask_target_size, self.num_heads)
+        return outputs_class, outputs_mask, attn_mask
+
+    def _aux_outputs(self, outputs_class: List[Optional[Tensor]], outputs_masks: List[Tensor]) -> List[Dict]:
+        if self.mask_classification:
+            return [{"pred_logits": c, "pred_masks": m} for c, m in zip(outputs_class[:-1], outputs_masks[:-1])]
+        return [{"pred_masks": m} for m in outputs_masks[:-1]]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # MaskFormer-era checkpoints named the initial query content "static_query".
+        rename_legacy_keys(
+            state_dict, prefix, lambda k: "query_feat" + k[len("static_query"):] if k.startswith("static_query.") else None
+        )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

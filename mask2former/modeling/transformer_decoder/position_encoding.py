@@ -1,0 +1,70 @@
+"""The 2-D sine positional encoding of DETR, used for every attention over image features."""
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+__all__ = ["PositionEmbeddingSine"]
+
+
+class PositionEmbeddingSine(nn.Module):
+    """
+    Encodes each pixel's (y, x) position as sines and cosines of geometrically spaced
+    frequencies: ``num_pos_feats`` channels for y followed by ``num_pos_feats`` for x.
+
+    With ``normalize=True`` the running position (1..H, 1..W, counting only unpadded pixels)
+    is divided by the last one (+ ``eps``) and multiplied by ``scale`` (2*pi), so the encoding
+    does not depend on the image size. The module has no parameters or buffers.
+    """
+
+    def __init__(
+        self,
+        num_pos_feats: int = 64,
+        temperature: float = 10000,
+        normalize: bool = False,
+        scale: Optional[float] = None,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        if scale is not None and not normalize:
+            raise ValueError("PositionEmbeddingSine: `scale` is only used with normalize=True")
+        self.num_pos_feats = num_pos_feats
+        self.temperature = temperature
+        self.normalize = normalize
+        self.scale = 2 * math.pi if scale is None else scale
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """
+        Args:
+            x: (B, C, H, W); only its batch size, spatial size and device are used.
+            mask: (B, H, W) bool, True on padding, or None (no padding).
+
+        Returns:
+            (B, 2 * num_pos_feats, H, W) float32.
+        """
+        if mask is None:
+            mask = torch.zeros((x.shape[0], x.shape[2], x.shape[3]), device=x.device, dtype=torch.bool)
+        not_mask = ~mask
+        y_embed = not_mask.cumsum(1, dtype=torch.float32)
+        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+        if self.normalize:
+            y_embed = y_embed / (y_embed[:, -1:, :] + self.eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + self.eps) * self.scale
+
+        # Channel pairs (2i, 2i+1) share the frequency temperature^(2i / num_pos_feats).
+        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
+        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
+
+        pos_x = x_embed[:, :, :, None] / dim_t
+        pos_y = y_embed[:, :, :, None] / dim_t
+        pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_pos_feats={self.num_pos_feats}, temperature={self.temperature}, "
+            f"normalize={self.normalize}, scale={self.scale:.4f}, eps={self.eps}"
+        )
