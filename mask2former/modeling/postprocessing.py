@@ -33,7 +33,8 @@ class QueryMaskUpsampler:
 
     Logits are bilinearly resized to the padded input size, cropped to the image, and
     (if `resize_to_output`) resized to the requested output size, as detectron2's
-    `sem_seg_postprocess` does.
+    `sem_seg_postprocess` does. Each mask's pixels do not depend on which other queries
+    are upsampled in the same call.
     """
 
     def __init__(self, mask_logits, padded_size, image_size, output_size):
@@ -63,12 +64,16 @@ class QueryMaskUpsampler:
         Returns:
             Tensor: (n, height, width) or (n, H, W) logits.
         """
+        # Each mask is its own batch element: with masks as channels, PyTorch's CPU kernel
+        # vectorises across channels for small outputs, and a mask's last bits would then
+        # depend on which other masks are resized with it.
         masks = F.interpolate(
-            self.mask_logits[query_indices][None], size=self.padded_size, mode="bilinear", align_corners=False
-        )[0]
+            self.mask_logits[query_indices][:, None], size=self.padded_size, mode="bilinear", align_corners=False
+        )
+        masks = masks[:, :, : self.image_size[0], : self.image_size[1]]
         if resize_to_output:
-            return sem_seg_postprocess(masks, self.image_size, *self.output_size)
-        return masks[:, : self.image_size[0], : self.image_size[1]]
+            masks = F.interpolate(masks, size=self.output_size, mode="bilinear", align_corners=False)
+        return masks[:, 0]
 
 
 def semantic_inference(class_logits, mask_logits):
@@ -355,19 +360,18 @@ def postprocess_all_queries(
     detections_per_image: int,
     thing_classes: Optional[FrozenSet[int]],
 ):
-    """Same results as `postprocess_image`, upsampling all Q masks first (the plain way;
-    used to check `postprocess_image` and as the benchmark's baseline)."""
-    upsampler = QueryMaskUpsampler(mask_logits, padded_size, image_size, output_size)
+    """Same results as `postprocess_image`, computed the plain way: all Q masks are
+    upsampled together first (kept to check `postprocess_image` and as the benchmark's
+    baseline)."""
+    padded = F.interpolate(mask_logits[None], size=tuple(padded_size), mode="bilinear", align_corners=False)[0]
     resize_first = resize_before_semantic or panoptic_on or instance_on
-    all_masks = upsampler(slice(None), resize_to_output=resize_first)
+    all_masks = sem_seg_postprocess(padded, image_size, *output_size) if resize_first else None
     result = {}
     if semantic_on:
         if resize_before_semantic:
             result["sem_seg"] = semantic_inference(class_logits, all_masks)
         else:
-            cropped = all_masks if not resize_first else upsampler(slice(None), resize_to_output=False)
-            semantic = semantic_inference(class_logits, cropped)
-            result["sem_seg"] = sem_seg_postprocess(semantic, semantic.shape[-2:], *output_size)
+            result["sem_seg"] = sem_seg_postprocess(semantic_inference(class_logits, padded), image_size, *output_size)
     if instance_on:
         queries, scores, labels = select_instance_queries(
             class_logits, detections_per_image, thing_classes if panoptic_on else None
@@ -376,6 +380,6 @@ def postprocess_all_queries(
     if panoptic_on:
         queries, scores, labels = select_panoptic_queries(class_logits, num_classes, object_mask_threshold)
         result["panoptic_seg"] = panoptic_inference(
-            scores, labels, all_masks[queries].clone(), overlap_threshold, thing_classes
+            scores, labels, all_masks[queries], overlap_threshold, thing_classes
         )
     return result

@@ -1,0 +1,90 @@
+"""Tiny stand-in backbone and head for testing the MaskFormer meta-architecture on its own.
+
+The head has the real head's interface: features -> {"pred_logits" (B, Q, K+1),
+"pred_masks" (B, Q, H/4, W/4), "aux_outputs" [...]}.
+"""
+import torch
+from torch import nn
+
+from detectron2.data.catalog import Metadata
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import Backbone
+
+from mask2former.modeling.criterion import SetCriterion
+from mask2former.modeling.matcher import HungarianMatcher
+from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
+
+
+class TinyBackbone(Backbone):
+    """One stride-4 conv producing "res2"."""
+
+    def __init__(self, channels=8):
+        super().__init__()
+        self.channels = channels
+        self.conv = nn.Conv2d(3, channels, kernel_size=4, stride=4)
+
+    def forward(self, x):
+        return {"res2": self.conv(x)}
+
+    def output_shape(self):
+        return {"res2": ShapeSpec(channels=self.channels, stride=4)}
+
+
+class TinyHead(nn.Module):
+    """Learned queries dotted with the stride-4 features; `num_aux` auxiliary copies."""
+
+    def __init__(self, num_queries=5, num_classes=3, channels=8, num_aux=2):
+        super().__init__()
+        self.num_classes = num_classes
+        self.query = nn.Parameter(torch.randn(num_queries, channels))
+        self.class_embed = nn.Linear(channels, num_classes + 1)
+        self.num_aux = num_aux
+
+    def forward(self, features, mask=None):
+        feats = features["res2"]
+        pred_masks = torch.einsum("qc,bchw->bqhw", self.query, feats)
+        pred_logits = self.class_embed(self.query)[None].expand(feats.shape[0], -1, -1)
+        aux = [{"pred_logits": pred_logits * (i + 1) / (self.num_aux + 1), "pred_masks": pred_masks} for i in range(self.num_aux)]
+        return {"pred_logits": pred_logits, "pred_masks": pred_masks, "aux_outputs": aux}
+
+
+def loss_weights(num_aux, class_weight=2.0, mask_weight=5.0, dice_weight=5.0):
+    final = {"loss_ce": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+    weights = dict(final)
+    for i in range(num_aux):
+        weights.update({f"{k}_{i}": v for k, v in final.items()})
+    return weights
+
+
+def tiny_maskformer(num_queries=5, num_classes=3, num_aux=2, deep_supervision=True, metadata=None, **kwargs):
+    """A MaskFormer built in code from the stand-ins (identity normalisation)."""
+    matcher = HungarianMatcher(cost_class=2.0, cost_mask=5.0, cost_dice=5.0, num_points=64)
+    criterion = SetCriterion(
+        num_classes,
+        matcher=matcher,
+        weight_dict=loss_weights(num_aux if deep_supervision else 0),
+        eos_coef=0.1,
+        num_points=64,
+    )
+    options = dict(
+        object_mask_threshold=0.0,
+        overlap_threshold=0.0,
+        size_divisibility=32,
+        sem_seg_postprocess_before_inference=True,
+        semantic_on=True,
+        panoptic_on=True,
+        instance_on=True,
+        test_topk_per_image=10,
+    )
+    options.update(kwargs)
+    return MaskFormer(
+        backbone=TinyBackbone(),
+        sem_seg_head=TinyHead(num_queries, num_classes, num_aux=num_aux),
+        criterion=criterion,
+        num_classes=num_classes,
+        num_queries=num_queries,
+        metadata=metadata if metadata is not None else Metadata(),
+        pixel_mean=[0.0, 0.0, 0.0],
+        pixel_std=[255.0, 255.0, 255.0],
+        **options,
+    )
