@@ -1,0 +1,161 @@
+"""tools/: torchvision and Swin weight conversion, model analysis."""
+import importlib.util
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_resnet_backbone
+
+from demo_test_utils import REPO_ROOT, base_cfg, real_model_or_reason, tiny_cfg, write_config
+from mask2former.utils.weight_conversion import (
+    WeightConversionError,
+    swin_to_d2,
+    torchvision_resnet_to_d2,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SWIN_REFERENCE = (
+    SHARED / "reference/state_dict/configs/coco/panoptic-segmentation/swin/maskformer2_swin_tiny_bs16_50ep.json"
+)
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), REPO_ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _d2_resnet(depth):
+    cfg = base_cfg(overrides=["MODEL.RESNETS.DEPTH", str(depth), "MODEL.RESNETS.RES2_OUT_CHANNELS",
+                              "64" if depth < 50 else "256", "MODEL.BACKBONE.FREEZE_AT", "0"])
+    return build_resnet_backbone(cfg, ShapeSpec(channels=3)).eval()
+
+
+def test_torchvision_r50_names_and_shapes_match_detectron2_resnet():
+    converted = torchvision_resnet_to_d2(torchvision.models.resnet50(weights=None).state_dict())
+    backbone_state = _d2_resnet(50).state_dict()
+    assert set(converted) == set(backbone_state)
+    for key, value in converted.items():
+        assert tuple(value.shape) == tuple(backbone_state[key].shape), key
+    assert "res2.0.shortcut.norm.running_var" in converted and "stem.conv1.norm.weight" in converted
+
+
+def test_torchvision_r18_conversion_cli_gives_same_features(tmp_path):
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    for module in resnet.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    tool = _load_tool("convert-torchvision-to-d2")
+    assert tool.main([str(tmp_path / "r18.pth"), str(tmp_path / "r18.pkl")]) == 0
+    with open(tmp_path / "r18.pkl", "rb") as f:
+        payload = pickle.load(f)
+    assert payload["__author__"] == "torchvision" and payload["matching_heuristics"] is True
+    assert not any(k.startswith("fc.") or "num_batches_tracked" in k for k in payload["model"])
+
+    backbone = _d2_resnet(18)
+    DetectionCheckpointer(backbone).load(str(tmp_path / "r18.pkl"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = resnet.layer4(resnet.layer3(resnet.layer2(resnet.layer1(
+            resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))))))
+        actual = backbone(x)["res5"]
+    assert torch.allclose(actual, expected, atol=1e-4)
+
+
+def test_torchvision_conversion_rejects_other_files(tmp_path, capsys):
+    with pytest.raises(WeightConversionError, match="layer9.0.conv1.weight"):
+        torchvision_resnet_to_d2({"conv1.weight": torch.zeros(1), "layer1.0.conv1.weight": torch.zeros(1),
+                                  "layer9.0.conv1.weight": torch.zeros(1)})
+    torch.save({"patch_embed.proj.weight": torch.zeros(1)}, tmp_path / "swin.pth")
+    tool = _load_tool("convert-torchvision-to-d2")
+    assert tool.main([str(tmp_path / "swin.pth"), str(tmp_path / "out.pkl")]) == 1
+    assert "swin.pth" in capsys.readouterr().err
+    assert not (tmp_path / "out.pkl").exists()
+
+
+def _official_swin_state_dict():
+    """A state dict with the key structure of an official Swin-T release: the backbone's
+    names from the published key list, plus the classifier, the final norm and the
+    attention-mask buffers of shifted blocks (tiny placeholder values)."""
+    if not SWIN_REFERENCE.is_file():
+        pytest.skip(f"reference key list not available: {SWIN_REFERENCE}")
+    entries = json.loads(SWIN_REFERENCE.read_text())["entries"]
+    names = [name[len("backbone."):] for name, _, _ in entries if name.startswith("backbone.")]
+    expected = [n for n in names if not n.startswith(("norm0", "norm1", "norm2", "norm3"))]
+    official = {name: torch.full((2,), float(i)) for i, name in enumerate(expected)}
+    official.update({"norm.weight": torch.ones(2), "norm.bias": torch.zeros(2),
+                     "head.weight": torch.zeros(3, 2), "head.bias": torch.zeros(3),
+                     "layers.0.blocks.1.attn_mask": torch.zeros(4, 49, 49)})
+    return official, expected
+
+
+def test_swin_conversion_keeps_backbone_names(tmp_path):
+    official, expected = _official_swin_state_dict()
+    torch.save({"model": official}, tmp_path / "swin_tiny_patch4_window7_224.pth")
+    tool = _load_tool("convert-pretrained-swin-model-to-d2")
+    assert tool.main([str(tmp_path / "swin_tiny_patch4_window7_224.pth"), str(tmp_path / "swin.pkl")]) == 0
+    with open(tmp_path / "swin.pkl", "rb") as f:
+        payload = pickle.load(f)
+    assert sorted(payload["model"]) == sorted(expected)
+    assert payload["matching_heuristics"] is True
+    key = expected[5]
+    assert np.array_equal(payload["model"][key], official[key].numpy())
+    with pytest.raises(WeightConversionError, match="patch_embed"):
+        swin_to_d2({"conv1.weight": torch.zeros(1)})
+
+
+def test_analyze_model_on_tiny_config(tmp_path, capsys):
+    model, reason = real_model_or_reason()
+    if model is None:
+        pytest.skip(reason)
+    tool = _load_tool("analyze_model")
+    config = write_config(tmp_path / "tiny.yaml", tiny_cfg())
+    args = tool.get_parser().parse_args(
+        ["--config-file", config, "--tasks", "parameter", "flop", "activation", "speed",
+         "--input-size", "64", "96", "--device", "cpu", "--num-warmup", "1", "--num-iters", "2"]
+    )
+    rows = dict(tool.run(args))
+    assert float(rows["parameters (M)"]) == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6, abs=1e-3)
+    assert float(rows["GFLOPs"]) > 0 and float(rows["activations (M)"]) > 0 and float(rows["images/s"]) > 0
+    out = capsys.readouterr().out
+    assert "| GFLOPs" in out and "images/s" in out
+    assert "ms_deform_attn x" not in out, "the deformable attention op must be counted"
+
+
+def test_deformable_attention_flop_handle():
+    ms_deform_attn = pytest.importorskip("mask2former.ops").ms_deform_attn
+    if not callable(ms_deform_attn):  # the package attribute can be shadowed by its submodule
+        ms_deform_attn = ms_deform_attn.ms_deform_attn
+    from fvcore.nn import FlopCountAnalysis
+
+    tool = _load_tool("analyze_model")
+    n, lq, m, d, levels, points = 1, 5, 2, 4, 2, 3
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    starts = torch.tensor([0, 16])
+    value = torch.randn(n, 20, m, d)
+    locations = torch.rand(n, lq, m, levels, points, 2)
+    weights = torch.rand(n, lq, m, levels, points).softmax(-1)
+
+    class Op(torch.nn.Module):
+        def forward(self, value, locations, weights):
+            return ms_deform_attn(value, shapes, starts, locations, weights)
+
+    analysis = FlopCountAnalysis(Op(), (value, locations, weights))
+    analysis.set_op_handle(**{"mask2former::ms_deform_attn": tool.ms_deform_attn_flop_handle,
+                              "aten::grid_sampler": tool.grid_sampler_flop_handle})
+    by_op = analysis.by_operator()
+    samples = n * lq * m * levels * points * d
+    if "ms_deform_attn" in by_op:
+        assert by_op["ms_deform_attn"] == 5 * samples
+    else:
+        assert by_op["grid_sampler"] == 4 * samples
