@@ -171,7 +171,9 @@ class ResumableTrainLoader:
             sampler=_IterationSampler(self.start_iter),
             num_workers=self.num_workers,
             collate_fn=_no_collate,
-            persistent_workers=False,
+            # Its own generator: starting the loader must not draw from torch's global
+            # one, which the training step seeds per iteration.
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, self.start_iter)),
         )
         return iter(loader)
 

@@ -140,10 +140,13 @@ class Trainer(DefaultTrainer):
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        from ..data import build_dataset_mapper
+    def build_train_loader(cls, cfg, mapper=None):
+        """The training batches; `mapper` defaults to the one named by
+        `INPUT.DATASET_MAPPER_NAME`."""
+        if mapper is None:
+            from ..data import build_dataset_mapper
 
-        mapper = build_dataset_mapper(cfg, is_train=True)
+            mapper = build_dataset_mapper(cfg, is_train=True)
         resumable = cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER
         if resumable and cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
             logger.warning(
