@@ -1,0 +1,56 @@
+"""Helpers shared by the dataset preparation scripts: atomic writes and progress."""
+import json
+import os
+import tempfile
+from typing import Iterable, Iterator, TypeVar
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+__all__ = ["atomic_save_png", "atomic_save_json", "progress", "dataset_root", "require_dir"]
+
+T = TypeVar("T")
+
+
+def dataset_root() -> str:
+    return os.getenv("DETECTRON2_DATASETS", "datasets")
+
+
+def require_dir(path: str, what: str):
+    """Exit with a message naming `path` if it is not a folder."""
+    if not os.path.isdir(path):
+        raise SystemExit(
+            f"{what} folder '{path}' not found. Set DETECTRON2_DATASETS to the folder holding "
+            "the datasets; see datasets/README.md for the layout and downloads."
+        )
+
+
+def _atomic_write(path: str, write):
+    """Write through `write(file_object)` to a temp file beside `path`, then rename, so an
+    interrupted run never leaves a truncated file that a later run would trust."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_save_png(array: np.ndarray, path: str):
+    """Save a (H, W) uint8 label map or (H, W, 3) uint8 RGB array as PNG, atomically."""
+    image = Image.fromarray(array)
+    _atomic_write(path, lambda f: image.save(f, format="PNG"))
+
+
+def atomic_save_json(obj, path: str):
+    _atomic_write(path, lambda f: f.write(json.dumps(obj).encode("utf-8")))
+
+
+def progress(items: Iterable[T], desc: str, total: int = None) -> Iterator[T]:
+    return tqdm(items, desc=desc, total=total, unit="img", dynamic_ncols=True)
