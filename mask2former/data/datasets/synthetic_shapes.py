@@ -49,12 +49,14 @@ __all__ = [
     "load_synthetic_instances",
     "load_synthetic_sem_seg",
     "register_synthetic_shapes",
+    "register_synthetic_split",
+    "ensure_split_dir",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generator's output changes: a new version lands in a new folder.
-SYNTHETIC_SHAPES_VERSION = 1
+SYNTHETIC_SHAPES_VERSION = 2
 
 # Dataset ids are deliberately not contiguous (stuff starts at 10), so code that mixes up
 # dataset ids and contiguous training ids fails loudly on this dataset.
@@ -164,7 +166,7 @@ def _stuff_texture(name, rng, height, width):
         # vertically stretched noise reads as blades
         blades = _smooth_noise(rng, height, width // 2 * 2, 2, 0.12)
         blades = cv2.resize(blades[: height // 6 + 1], (width, height), interpolation=cv2.INTER_LINEAR)
-        fine = rng.normal(0.0, 0.05, size=(height, width)).astype(np.float32)
+        fine = 0.05 * rng.standard_normal((height, width), dtype=np.float32)
         texture = base + (blades + fine)[..., None] * np.array([0.6, 1.0, 0.5], np.float32)
     elif name == "water":
         base = np.array([0.10, 0.35, 0.60], np.float32) + jitter
@@ -193,7 +195,7 @@ def _thing_texture(rng, height, width):
     else:  # gradient
         t = (coord - coord.min()) / max(float(np.ptp(coord)), 1.0)
         texture = color * (0.6 + 0.6 * t[..., None])
-    texture += rng.normal(0.0, 0.03, size=(height, width, 1)).astype(np.float32)
+    texture += 0.03 * rng.standard_normal((height, width, 1), dtype=np.float32)
     return np.clip(texture, 0.0, 1.0)
 
 
@@ -259,11 +261,13 @@ def _stuff_layout(rng, height, width):
 def render_sample(rng, height, width, max_things=5):
     """Render one image and its segment map.
 
-    Returns:
+    Returns (image, segment_map, segments, drawn_areas):
         image: (H, W, 3) uint8 RGB.
         segment_map: (H, W) int64, index into ``segments`` for every pixel.
         segments: list of category dicts (from ``SYNTHETIC_SHAPES_CATEGORIES``), one per
             segment; stuff segments first, then things in drawing order.
+        drawn_areas: {segment index: pixels of the whole drawn shape} for things; their
+            visible area (in ``segment_map``) is smaller where later things occlude them.
     """
     band, band_categories = _stuff_layout(rng, height, width)
     image = np.zeros((height, width, 3), np.float32)
@@ -298,9 +302,9 @@ def render_sample(rng, height, width, max_things=5):
         image[mask] = texture[mask]
 
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
-    image += rng.normal(0.0, 0.015, size=image.shape).astype(np.float32)
+    image += 0.015 * rng.standard_normal(image.shape, dtype=np.float32)
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
-    return image, segment_map, segments
+    return image, segment_map, segments, full_areas
 
 
 def _bbox_xywh(mask):
@@ -352,7 +356,7 @@ def generate_synthetic_shapes(output_dir, num_images, image_size=DEFAULT_IMAGE_S
     for image_id in tqdm(range(num_images), desc=f"synthetic shapes -> {output_dir.name}",
                          unit="img", mininterval=1.0):
         rng = np.random.default_rng([seed, image_id])
-        image, segment_map, segments = render_sample(rng, height, width)
+        image, segment_map, segments, _ = render_sample(rng, height, width)
         stem = f"{image_id:06d}"
         Image.fromarray(image).save(output_dir / "images" / f"{stem}.jpg", format="JPEG", quality=92)
         images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": height, "width": width})
@@ -416,24 +420,30 @@ def _split_dir(split, root=None):
     return root / "synthetic_shapes" / f"v{SYNTHETIC_SHAPES_VERSION}" / split
 
 
-def ensure_synthetic_shapes(split, root=None):
-    """Make sure the default ``split`` ("train" or "val") exists in the cache, generating it
-    on first use (safe when several processes call this at once). Returns its folder."""
-    target = _split_dir(split, root)
+def ensure_split_dir(split_dir, num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0):
+    """Make sure ``split_dir`` holds a generated split, generating it if absent (safe when
+    several processes call this at once: lock file + atomic rename). Returns the folder."""
+    target = Path(split_dir)
     if target.is_dir():
         return target
-    num_images, seed = SPLITS[split]
-    with _file_lock(target.parent / f".{split}.lock"):
+    with _file_lock(target.parent / f".{target.name}.lock"):
         if not target.is_dir():
-            logger.info(f"Generating synthetic_shapes {split} ({num_images} images) into {target}")
+            logger.info(f"Generating synthetic shapes ({num_images} images) into {target}")
             with atomic_directory(target) as tmp:
-                generate_synthetic_shapes(tmp, num_images, DEFAULT_IMAGE_SIZE, seed)
+                generate_synthetic_shapes(tmp, num_images, image_size, seed)
     return target
 
 
-def synthetic_shapes_metadata(split, root=None):
-    """Metadata shared by the three views of a split (paths are known without generating)."""
-    split_dir = _split_dir(split, root)
+def ensure_synthetic_shapes(split, root=None):
+    """Make sure the default ``split`` ("train" or "val") exists in the cache (``root``,
+    default ``cache_root()``), generating it on first use. Returns its folder."""
+    num_images, seed = SPLITS[split] if split in SPLITS else (0, 0)
+    return ensure_split_dir(_split_dir(split, root), num_images, DEFAULT_IMAGE_SIZE, seed)
+
+
+def synthetic_shapes_metadata(split_dir):
+    """Metadata shared by the three views of a split; only computes paths."""
+    split_dir = Path(split_dir)
     things = [c for c in SYNTHETIC_SHAPES_CATEGORIES if c["isthing"]]
     return {
         "thing_classes": [c["name"] for c in things],
@@ -461,13 +471,13 @@ def _read_json(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise RuntimeError(f"cannot read synthetic_shapes annotation file {path}: {e}") from e
+        raise RuntimeError(f"cannot read synthetic shapes annotation file {path}: {e}") from e
 
 
-def load_synthetic_panoptic(split, root=None):
+def load_synthetic_panoptic(split_dir):
     """Dataset dicts in detectron2's COCO panoptic form (``segments_info`` category ids are
     contiguous, with ``isthing``) plus ``sem_seg_file_name``."""
-    split_dir = ensure_synthetic_shapes(split, root)
+    split_dir = Path(split_dir)
     data = _read_json(split_dir / "panoptic.json")
     contiguous = {c["id"]: i for i, c in enumerate(SYNTHETIC_SHAPES_CATEGORIES)}
     isthing = {c["id"]: bool(c["isthing"]) for c in SYNTHETIC_SHAPES_CATEGORIES}
@@ -493,14 +503,14 @@ def load_synthetic_panoptic(split, root=None):
     return dicts
 
 
-def load_synthetic_instances(split, root=None):
+def load_synthetic_instances(split_dir):
     """Dataset dicts in detectron2's COCO instance form (RLE masks, XYWH_ABS boxes,
     contiguous category ids)."""
     from detectron2.structures import BoxMode
 
-    split_dir = ensure_synthetic_shapes(split, root)
+    split_dir = Path(split_dir)
     data = _read_json(split_dir / "instances.json")
-    contiguous = {c["id"]: i for i, c in enumerate(c for c in SYNTHETIC_SHAPES_CATEGORIES if c["isthing"])}
+    contiguous = {c["id"]: i for i, c in enumerate(_THINGS)}
     per_image = {im["id"]: [] for im in data["images"]}
     for ann in data["annotations"]:
         per_image[ann["image_id"]].append(
@@ -524,9 +534,9 @@ def load_synthetic_instances(split, root=None):
     ]
 
 
-def load_synthetic_sem_seg(split, root=None):
+def load_synthetic_sem_seg(split_dir):
     """Dataset dicts in detectron2's semantic form (``file_name``, ``sem_seg_file_name``)."""
-    split_dir = ensure_synthetic_shapes(split, root)
+    split_dir = Path(split_dir)
     data = _read_json(split_dir / "panoptic.json")
     return [
         {
@@ -545,36 +555,44 @@ _VIEWS = {
     "instance": (load_synthetic_instances, "coco"),
     "sem_seg": (load_synthetic_sem_seg, "sem_seg"),
 }
+# dataset name -> zero-argument function that makes its files exist
+_ENSURE_FILES = {}
 
 
-def _dataset_name(split, view):
-    return f"synthetic_shapes_{split}_{view}"
+def register_synthetic_split(name_prefix, split_dir, num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0):
+    """Register ``{name_prefix}_panoptic``, ``{name_prefix}_instance`` and
+    ``{name_prefix}_sem_seg`` for a split generated lazily into ``split_dir`` with the given
+    generator arguments. Touches no disk."""
+    split_dir = Path(split_dir)
+
+    def ensure():
+        return ensure_split_dir(split_dir, num_images, image_size, seed)
+
+    metadata = synthetic_shapes_metadata(split_dir)
+    for view, (loader, evaluator_type) in _VIEWS.items():
+        name = f"{name_prefix}_{view}"
+        DatasetCatalog.register(name, lambda f=loader: f(ensure()))
+        MetadataCatalog.get(name).set(evaluator_type=evaluator_type, **metadata)
+        _ENSURE_FILES[name] = ensure
 
 
 def register_synthetic_shapes(root=None):
-    """Register the six ``synthetic_shapes_*`` datasets (no disk access). ``root`` is the
-    cache folder, resolved now so metadata paths and loaders always agree."""
-    root = Path(root) if root is not None else cache_root()
-    for split in SPLITS:
-        metadata = synthetic_shapes_metadata(split, root)
-        for view, (loader, evaluator_type) in _VIEWS.items():
-            name = _dataset_name(split, view)
-            if name in DatasetCatalog.list():
-                continue
-            DatasetCatalog.register(name, lambda s=split, f=loader: f(s, root))
-            MetadataCatalog.get(name).set(evaluator_type=evaluator_type, **metadata)
+    """Register the six default ``synthetic_shapes_{train,val}_*`` datasets in the cache
+    folder ``root`` (default ``cache_root()``, resolved now). Touches no disk."""
+    for split, (num_images, seed) in SPLITS.items():
+        register_synthetic_split(
+            f"synthetic_shapes_{split}", _split_dir(split, root), num_images, DEFAULT_IMAGE_SIZE, seed
+        )
 
 
 def ensure_dataset_files(dataset_name):
-    """Generate the files behind a built-in dataset if it is one (evaluators read
-    ``panoptic_json``/``json_file`` directly). Returns True if ``dataset_name`` is built in."""
-    for split in SPLITS:
-        if any(dataset_name == _dataset_name(split, view) for view in _VIEWS):
-            # image_root = <root>/synthetic_shapes/v<N>/<split>/images
-            root = Path(MetadataCatalog.get(dataset_name).image_root).parents[3]
-            ensure_synthetic_shapes(split, root)
-            return True
-    return False
+    """Generate the files behind a synthetic shapes dataset if ``dataset_name`` is one
+    (evaluators read ``panoptic_json``/``json_file`` directly). Returns True if it is."""
+    ensure = _ENSURE_FILES.get(dataset_name)
+    if ensure is None:
+        return False
+    ensure()
+    return True
 
 
 register_synthetic_shapes()

@@ -1,0 +1,68 @@
+"""COCO-style instance AP for datasets whose thing ids are a subset of all class ids."""
+import itertools
+import json
+import os
+
+from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+from detectron2.utils.file_io import PathManager
+
+__all__ = ["InstanceSegEvaluator"]
+
+
+class InstanceSegEvaluator(COCOEvaluator):
+    """COCO mask (and box) AP where ``thing_dataset_id_to_contiguous_id`` maps dataset ids
+    to contiguous ids that need not be ``0..num_things-1``.
+
+    ADE20K and Mapillary Vistas panoptic datasets number every class (things and stuff)
+    contiguously, so their thing classes have scattered contiguous ids; detectron2's
+    COCOEvaluator insists on ``0..N-1``. Here a prediction is mapped back through the
+    inverse of that dictionary, and a class outside it is an error naming the dataset.
+    Predictions are stored as RLE per image (see ``COCOEvaluator.process``).
+    """
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        coco_results = list(itertools.chain(*[p["instances"] for p in predictions]))
+        tasks = self._tasks or self._tasks_from_predictions(coco_results)
+
+        dataset_id_to_contiguous_id = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
+        if dataset_id_to_contiguous_id is not None:
+            contiguous_to_dataset_id = {v: k for k, v in dataset_id_to_contiguous_id.items()}
+            for result in coco_results:
+                category_id = result["category_id"]
+                if category_id not in contiguous_to_dataset_id:
+                    raise ValueError(
+                        f"InstanceSegEvaluator: a prediction has class {category_id}, which is not "
+                        f"a thing class of dataset '{self._metadata.name}' "
+                        f"(thing classes: {sorted(contiguous_to_dataset_id)})"
+                    )
+                result["category_id"] = contiguous_to_dataset_id[category_id]
+
+        if self._output_dir:
+            PathManager.mkdirs(self._output_dir)
+            file_path = os.path.join(self._output_dir, "coco_instances_results.json")
+            self._logger.info(f"Saving results to {file_path}")
+            with PathManager.open(file_path, "w") as f:
+                f.write(json.dumps(coco_results))
+
+        if not self._do_evaluation:
+            self._logger.info("Annotations are not available for evaluation.")
+            return
+
+        for task in sorted(tasks):
+            coco_eval = (
+                _evaluate_predictions_on_coco(
+                    self._coco_api,
+                    coco_results,
+                    task,
+                    kpt_oks_sigmas=self._kpt_oks_sigmas,
+                    use_fast_impl=self._use_fast_impl,
+                    img_ids=img_ids,
+                    max_dets_per_image=self._max_dets_per_image,
+                )
+                if len(coco_results) > 0
+                else None  # the COCO API cannot evaluate an empty result list
+            )
+            self._results[task] = self._derive_coco_results(
+                coco_eval, task, class_names=self._metadata.get("thing_classes")
+            )
