@@ -1,5 +1,45 @@
-"""Installs the `mask2former` package and builds its multi-scale deformable attention op."""
+"""Installs the `mask2former` package and builds its multi-scale deformable attention op.
+
+The op is compiled as the extension `mask2former._C` from `mask2former/ops/csrc`: always the
+CPU kernel, and the CUDA kernel too when a GPU is visible or FORCE_CUDA=1 (nvcc needed then).
+Without the extension the package still works, with a pure-PyTorch fallback: set
+MASK2FORMER_SKIP_EXTENSION=1 to install without a C++ compiler.
+"""
+import glob
+import os
+
 from setuptools import find_packages, setup
+
+OPS_CSRC = os.path.join("mask2former", "ops", "csrc")
+
+
+def _op_extensions():
+    """(ext_modules, cmdclass) for the compiled op, or nothing when it must not be built."""
+    if os.environ.get("MASK2FORMER_SKIP_EXTENSION", "0") == "1":
+        return [], {}
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob(os.path.join(OPS_CSRC, "*.cpp")) + glob.glob(os.path.join(OPS_CSRC, "cpu", "*.cpp")))
+    # -fopenmp: ATen's parallel_for runs its OpenMP loop inline in our code; without the flag
+    # it would silently run on one thread.
+    extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
+    extension = CppExtension
+    with_cuda = os.environ.get("FORCE_CUDA", "0") == "1" or (torch.cuda.is_available() and CUDA_HOME is not None)
+    if with_cuda:
+        extension = CUDAExtension
+        sources += sorted(glob.glob(os.path.join(OPS_CSRC, "cuda", "*.cu")))
+        extra_compile_args["nvcc"] = ["-O3"]
+    ext = extension(
+        "mask2former._C",
+        sources,
+        extra_compile_args=extra_compile_args,
+        extra_link_args=["-fopenmp"],
+    )
+    return [ext], {"build_ext": BuildExtension}
+
+
+ext_modules, cmdclass = _op_extensions()
 
 setup(
     name="mask2former",
@@ -7,4 +47,6 @@ setup(
     description="Mask2Former (masked-attention mask transformer) as a detectron2 extension",
     packages=find_packages(include=["mask2former", "mask2former.*"]),
     python_requires=">=3.9",
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )

@@ -1,17 +1,20 @@
-"""Loads the compiled ``mask2former._C`` extension, if it was built.
+"""Loads the compiled ``mask2former._C`` extension, if it was built, and registers the Python
+side of its operators: autograd (through ``ms_deform_attn_backward``) and fake (meta)
+implementations so that ``torch.compile`` and ``torch.export`` can trace them.
 
-Importing ``mask2former._C`` registers the ``mask2former::ms_deform_attn`` and
-``mask2former::ms_deform_attn_backward`` operators (CPU, and CUDA when compiled with it).
+Importing ``mask2former._C`` registers ``mask2former::ms_deform_attn`` and
+``mask2former::ms_deform_attn_backward`` (CPU kernels, and CUDA ones when compiled with CUDA).
 """
 import torch
 
 try:
-    from mask2former import _C  # noqa: F401  (import registers the operators)
+    from mask2former import _C  # noqa: F401  (the import registers the operators)
 
     _load_error = None
 except (ImportError, OSError) as e:  # not built, or built against another torch
-    _C = None
     _load_error = e
+
+_kernel_cache = {}
 
 
 def is_available() -> bool:
@@ -24,19 +27,46 @@ def load_error():
     return _load_error
 
 
-def _has_kernel(device_type: str) -> bool:
-    dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    if dispatch_key is None:
-        return False
-    return torch._C._dispatch_has_kernel_for_dispatch_key("mask2former::ms_deform_attn", dispatch_key)
-
-
 def supports(device: torch.device) -> bool:
     """Whether the compiled op has a kernel for tensors on ``device``."""
-    return is_available() and _has_kernel(device.type)
+    if not is_available():
+        return False
+    if device.type not in _kernel_cache:
+        dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+        _kernel_cache[device.type] = dispatch_key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+            "mask2former::ms_deform_attn", dispatch_key
+        )
+    return _kernel_cache[device.type]
 
 
 def unsupported_reason(device: torch.device) -> str:
     if not is_available():
         return f"the C++ extension mask2former._C could not be loaded: {_load_error!r}"
-    return f"the C++ extension mask2former._C was built without {device.type} support"
+    return f"the C++ extension mask2former._C has no {device.type} kernel"
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad_output):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
+    grad_value, grad_locations, grad_weights = torch.ops.mask2former.ms_deform_attn_backward(
+        grad_output.contiguous(), value, spatial_shapes, level_start_index, sampling_locations, attention_weights
+    )
+    return grad_value, None, None, grad_locations, grad_weights
+
+
+def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    N, _, M, D = value.shape
+    return value.new_empty((N, sampling_locations.shape[1], M * D))
+
+
+def _backward_fake(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
+
+
+if is_available():
+    torch.library.register_autograd("mask2former::ms_deform_attn", _backward, setup_context=_setup_context)
+    torch.library.register_fake("mask2former::ms_deform_attn")(_forward_fake)
+    torch.library.register_fake("mask2former::ms_deform_attn_backward")(_backward_fake)

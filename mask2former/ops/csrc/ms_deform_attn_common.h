@@ -1,0 +1,108 @@
+// Pieces shared by the CPU and CUDA kernels: argument checks and the bilinear footprint of
+// one sampling point.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
+
+#if !defined(__CUDACC__)
+#include <cmath>
+#endif
+
+namespace mask2former {
+
+// Checks shapes, dtypes and devices of the op's arguments (not the values of the shapes).
+inline void check_ms_deform_attn_args(
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  TORCH_CHECK(value.dim() == 4, "ms_deform_attn: value must be (N, S, M, D), got ", value.sizes());
+  TORCH_CHECK(
+      sampling_locations.dim() == 6 && sampling_locations.size(5) == 2,
+      "ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2), got ",
+      sampling_locations.sizes());
+  const int64_t N = value.size(0), M = value.size(2);
+  const int64_t Lq = sampling_locations.size(1), L = sampling_locations.size(3),
+                P = sampling_locations.size(4);
+  TORCH_CHECK(
+      sampling_locations.size(0) == N && sampling_locations.size(2) == M,
+      "ms_deform_attn: sampling_locations ", sampling_locations.sizes(),
+      " does not match value ", value.sizes(), " in batch or heads");
+  TORCH_CHECK(
+      attention_weights.sizes() == at::IntArrayRef({N, Lq, M, L, P}),
+      "ms_deform_attn: attention_weights must be (N, Lq, M, L, P) = (", N, ", ", Lq, ", ", M,
+      ", ", L, ", ", P, "), got ", attention_weights.sizes());
+  TORCH_CHECK(
+      spatial_shapes.dim() == 2 && spatial_shapes.size(0) == L && spatial_shapes.size(1) == 2,
+      "ms_deform_attn: spatial_shapes must be (L, 2) with L = ", L, ", got ", spatial_shapes.sizes());
+  TORCH_CHECK(
+      level_start_index.dim() == 1 && level_start_index.size(0) == L,
+      "ms_deform_attn: level_start_index must be (L,) with L = ", L, ", got ",
+      level_start_index.sizes());
+  TORCH_CHECK(
+      spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
+      "ms_deform_attn: spatial_shapes and level_start_index must be int64");
+  TORCH_CHECK(
+      value.scalar_type() == sampling_locations.scalar_type() &&
+          value.scalar_type() == attention_weights.scalar_type(),
+      "ms_deform_attn: value, sampling_locations and attention_weights must share a dtype, got ",
+      value.scalar_type(), ", ", sampling_locations.scalar_type(), " and ",
+      attention_weights.scalar_type());
+  TORCH_CHECK(
+      value.device() == sampling_locations.device() && value.device() == attention_weights.device() &&
+          value.device() == spatial_shapes.device() && value.device() == level_start_index.device(),
+      "ms_deform_attn: all arguments must be on the same device");
+}
+
+// Checks that every level lies inside value's S positions (kernels index memory with them).
+// `shapes` and `starts` are host pointers to L (H, W) pairs and L start indices.
+inline void check_level_layout(const int64_t* shapes, const int64_t* starts, int64_t L, int64_t S) {
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t H = shapes[2 * l], W = shapes[2 * l + 1], start = starts[l];
+    TORCH_CHECK(
+        H >= 0 && W >= 0 && start >= 0 && start + H * W <= S,
+        "ms_deform_attn: level ", l, " with spatial shape (", H, ", ", W, ") starting at ", start,
+        " does not fit in value's S = ", S, " positions");
+  }
+}
+
+// Bilinear footprint of a normalised location (x, y) on an H x W map, with pixel centres at
+// (i + 0.5) / size and zeros outside the map (grid_sample, align_corners=False).
+// Returns false when no corner lies inside (the point contributes nothing). Otherwise
+// `index[c]` is the flattened position y * W + x of corner c (order: top-left, top-right,
+// bottom-left, bottom-right) or -1 when that corner is outside, `weight[c]` its bilinear
+// weight, and (fx, fy) the fractional position between the corners.
+template <typename acc_t>
+C10_HOST_DEVICE C10_ALWAYS_INLINE bool bilinear_footprint(
+    acc_t loc_x, acc_t loc_y, int64_t H, int64_t W, int64_t index[4], acc_t weight[4], acc_t& fx, acc_t& fy) {
+  const acc_t x = loc_x * static_cast<acc_t>(W) - static_cast<acc_t>(0.5);
+  const acc_t y = loc_y * static_cast<acc_t>(H) - static_cast<acc_t>(0.5);
+  // Written so that NaN locations fail the test too.
+  if (!(x >= static_cast<acc_t>(-1) && y >= static_cast<acc_t>(-1) && x < static_cast<acc_t>(W) &&
+        y < static_cast<acc_t>(H))) {
+    return false;
+  }
+#if defined(__CUDACC__)
+  const acc_t x0f = floor(x), y0f = floor(y);
+#else
+  const acc_t x0f = std::floor(x), y0f = std::floor(y);
+#endif
+  const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+  fx = x - x0f;
+  fy = y - y0f;
+  const bool left = x0 >= 0, right = x0 + 1 < W, top = y0 >= 0, bottom = y0 + 1 < H;
+  const acc_t one = static_cast<acc_t>(1);
+  weight[0] = (one - fy) * (one - fx);
+  weight[1] = (one - fy) * fx;
+  weight[2] = fy * (one - fx);
+  weight[3] = fy * fx;
+  index[0] = (top && left) ? y0 * W + x0 : -1;
+  index[1] = (top && right) ? y0 * W + x0 + 1 : -1;
+  index[2] = (bottom && left) ? (y0 + 1) * W + x0 : -1;
+  index[3] = (bottom && right) ? (y0 + 1) * W + x0 + 1 : -1;
+  return true;
+}
+
+}  // namespace mask2former
