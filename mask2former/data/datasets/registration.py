@@ -4,10 +4,11 @@ Shared by the published datasets and the custom-data helpers. Registration recor
 and metadata only; files are read (and checked) when the dataset is first loaded.
 """
 import logging
+import os
 from typing import Callable, Dict, List, Optional, Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_sem_seg
+from detectron2.utils.file_io import PathManager
 
 from .coco_instances import load_coco_instances
 from .panoptic_json import load_panoptic_json
@@ -19,6 +20,7 @@ __all__ = [
     "register_semantic",
     "register_instances",
     "register_once",
+    "load_semantic_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,41 @@ def register_panoptic(
     )
 
 
+def load_semantic_folder(
+    name: str, image_root: str, sem_seg_root: str, image_ext: str, gt_ext: str
+) -> List[dict]:
+    """Records pairing `image_root/X.image_ext` with `sem_seg_root/X.gt_ext`.
+
+    Images without a label map are skipped with a warning; no pair at all is an error.
+    """
+
+    def by_stem(folder, ext):
+        return {
+            f[: -len(ext) - 1]: f for f in PathManager.ls(folder) if f.endswith("." + ext)
+        }
+
+    images, labels = by_stem(image_root, image_ext), by_stem(sem_seg_root, gt_ext)
+    stems = sorted(images.keys() & labels.keys())
+    if not stems:
+        raise ValueError(
+            f"Dataset '{name}': no image in '{image_root}' (*.{image_ext}) has a label "
+            f"map in '{sem_seg_root}' (*.{gt_ext}) with the same name."
+        )
+    unlabelled = sorted(images.keys() - labels.keys())
+    if unlabelled:
+        logger.warning(
+            f"Dataset '{name}': {len(unlabelled)} images in '{image_root}' have no label map in "
+            f"'{sem_seg_root}' (e.g. '{images[unlabelled[0]]}'); they are left out."
+        )
+    return [
+        {
+            "file_name": os.path.join(image_root, images[stem]),
+            "sem_seg_file_name": os.path.join(sem_seg_root, labels[stem]),
+        }
+        for stem in stems
+    ]
+
+
 def register_semantic(
     name: str,
     image_root: str,
@@ -129,13 +166,7 @@ def register_semantic(
 
     def load():
         require_paths(name, {"image_root": image_root, "sem_seg_root": sem_seg_root}, how_to_get)
-        records = load_sem_seg(sem_seg_root, image_root, gt_ext=gt_ext, image_ext=image_ext)
-        if not records:
-            raise ValueError(
-                f"Dataset '{name}': no image in '{image_root}' (*.{image_ext}) has a label "
-                f"map in '{sem_seg_root}' (*.{gt_ext}) with the same name."
-            )
-        return records
+        return load_semantic_folder(name, image_root, sem_seg_root, image_ext, gt_ext)
 
     return register_once(
         name,
