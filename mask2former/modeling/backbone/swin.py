@@ -65,14 +65,14 @@ def window_partition(x: Tensor, window_size: int) -> Tensor:
     """(B, H, W, C) with H, W multiples of window_size -> (B * num_windows, ws, ws, C), row-major windows."""
     B, H, W, C = x.shape
     x = x.view(B, H // window_size, window_size, W // window_size, window_size, C)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, C)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window_size, window_size, C)
 
 
 def window_reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
     """Inverse of ``window_partition``: (B * num_windows, ws, ws, C) -> (B, H, W, C)."""
     B = windows.shape[0] // ((H // window_size) * (W // window_size))
     x = windows.view(B, H // window_size, W // window_size, window_size, window_size, -1)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(B, H, W, -1)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
 
 
 def relative_position_index(window_size: int) -> Tensor:
