@@ -19,6 +19,7 @@ Registered datasets (metadata complete at registration, no disk access until
 - ``synthetic_shapes_{train,val}_sem_seg``   evaluator_type ``sem_seg``
 """
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -56,7 +57,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generator's output changes: a new version lands in a new folder.
-SYNTHETIC_SHAPES_VERSION = 2
+SYNTHETIC_SHAPES_VERSION = 3
 
 # Dataset ids are deliberately not contiguous (stuff starts at 10), so code that mixes up
 # dataset ids and contiguous training ids fails loudly on this dataset.
@@ -143,6 +144,15 @@ def write_json_atomic(path, obj):
 # ---------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(height, width):
+    """Read-only (yy, xx) float32 pixel coordinate grids of an image size."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy.setflags(write=False)
+    xx.setflags(write=False)
+    return yy, xx
+
+
 def _smooth_noise(rng, height, width, cell, amplitude):
     """Low-frequency noise (H, W) in [-amplitude, amplitude]: a coarse random grid
     upsampled bicubically (``cell`` pixels per grid step)."""
@@ -154,7 +164,7 @@ def _smooth_noise(rng, height, width, cell, amplitude):
 
 def _stuff_texture(name, rng, height, width):
     """(H, W, 3) float32 texture in [0, 1] for one stuff class."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = _pixel_grid(height, width)
     jitter = rng.uniform(-0.06, 0.06, size=3).astype(np.float32)
     if name == "sky":
         base = np.array([0.45, 0.65, 0.95], np.float32) + jitter
@@ -179,24 +189,27 @@ def _stuff_texture(name, rng, height, width):
     return np.clip(texture, 0.0, 1.0)
 
 
-def _thing_texture(rng, height, width):
-    """(H, W, 3) float32 texture in [0, 1]: a random colour, solid, striped or graded."""
+def _thing_painter(rng):
+    """A random look for a thing: a colour, solid, striped or graded. Returns
+    ``paint(ys, xs, grain) -> (N, 3)`` giving the colours of pixels at (ys, xs), with
+    ``grain`` (N,) a per-pixel noise sample."""
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(120, 255), rng.uniform(120, 255)]]], np.float32)
     color = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
-    kind = rng.integers(0, 3)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    kind = int(rng.integers(0, 3))
     angle = rng.uniform(0, np.pi)
-    coord = xx * np.cos(angle) + yy * np.sin(angle)
-    if kind == 0:  # solid
-        texture = np.broadcast_to(color, (height, width, 3)).copy()
-    elif kind == 1:  # stripes
-        stripes = (np.floor(coord / rng.uniform(3.0, 7.0)) % 2).astype(np.float32)
-        texture = color * (1.0 - 0.4 * stripes[..., None])
-    else:  # gradient
-        t = (coord - coord.min()) / max(float(np.ptp(coord)), 1.0)
-        texture = color * (0.6 + 0.6 * t[..., None])
-    texture += 0.03 * rng.standard_normal((height, width, 1), dtype=np.float32)
-    return np.clip(texture, 0.0, 1.0)
+    period = rng.uniform(3.0, 7.0)
+
+    def paint(ys, xs, grain):
+        coord = xs * np.float32(np.cos(angle)) + ys * np.float32(np.sin(angle))
+        if kind == 0:  # solid
+            shade = np.ones_like(coord)
+        elif kind == 1:  # stripes
+            shade = 1.0 - 0.4 * (np.floor(coord / period) % 2)
+        else:  # gradient across the shape
+            shade = 0.6 + 0.6 * (coord - coord.min()) / max(float(np.ptp(coord)), 1.0)
+        return np.clip(color * shade[:, None] + 0.03 * grain[:, None], 0.0, 1.0)
+
+    return paint
 
 
 def _polygon_mask(points, height, width):
@@ -216,7 +229,7 @@ def _shape_mask(name, rng, height, width):
     cy = rng.uniform(0.08, 0.92) * height
     rot = rng.uniform(0, 2 * np.pi)
     if name == "circle":
-        yy, xx = np.mgrid[0:height, 0:width]
+        yy, xx = _pixel_grid(height, width)
         return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2
     if name == "rectangle":
         aspect = rng.uniform(0.5, 1.6)
@@ -247,7 +260,7 @@ def _stuff_layout(rng, height, width):
         gaps = np.diff(np.concatenate([[0.0], borders, [float(height)]]))
         if num_bands == 1 or gaps.min() >= 0.15 * height:
             break
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    yy, xx = _pixel_grid(height, width)
     band = np.zeros((height, width), np.int64)
     for border in borders:
         amplitude = rng.uniform(0.0, 0.06) * height
@@ -278,10 +291,11 @@ def render_sample(rng, height, width, max_things=5):
     segments = list(band_categories)
 
     min_area = 0.0015 * height * width  # ~100 px at 256 x 256
-    full_areas = {}
+    grain = rng.standard_normal((height, width), dtype=np.float32)
+    full_areas, visible_areas = {}, {}
     for _ in range(int(rng.integers(1, max_things + 1))):
         category = _THINGS[int(rng.integers(0, len(_THINGS)))]
-        texture = _thing_texture(rng, height, width)
+        paint = _thing_painter(rng)
         for _attempt in range(20):
             mask = _shape_mask(category["name"], rng, height, width)
             area = int(mask.sum())
@@ -290,16 +304,18 @@ def render_sample(rng, height, width, max_things=5):
             # keep every earlier thing at least half visible, so occlusion is partial
             covered = np.bincount(segment_map[mask], minlength=len(segments))
             if all(
-                (segment_map == k).sum() - covered[k] >= max(0.5 * full_areas[k], min_area)
-                for k in full_areas
+                visible_areas[k] - covered[k] >= max(0.5 * full_areas[k], min_area) for k in full_areas
             ):
                 break
         else:
             continue
-        full_areas[len(segments)] = area
+        for k in visible_areas:
+            visible_areas[k] -= int(covered[k])
+        full_areas[len(segments)] = visible_areas[len(segments)] = area
         segment_map[mask] = len(segments)
         segments.append(category)
-        image[mask] = texture[mask]
+        ys, xs = np.nonzero(mask)
+        image[ys, xs] = paint(ys.astype(np.float32), xs.astype(np.float32), grain[ys, xs])
 
     image = cv2.GaussianBlur(image, (3, 3), 0.6)
     image += 0.015 * rng.standard_normal(image.shape, dtype=np.float32)
