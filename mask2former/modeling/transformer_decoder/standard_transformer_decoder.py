@@ -117,8 +117,9 @@ class StandardTransformerDecoder(nn.Module):
             {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H, W)} plus, with deep
             supervision, "aux_outputs": one dict per earlier decoder layer.
         """
-        if x.dim() != 4:
-            raise ValueError(f"StandardTransformerDecoder expects one (B, C, H, W) map, got shape {tuple(x.shape)}")
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"StandardTransformerDecoder expects one (B, C, H, W) map, got {got}")
         if mask is not None:
             mask = F.interpolate(mask[None].float(), size=x.shape[-2:]).to(torch.bool)[0]
         pos = self.pe_layer(x, mask)
