@@ -378,3 +378,12 @@ def test_panoptic_evaluator_requires_every_image(tiny, tmp_path):
     assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
     written = json.loads((tmp_path / "predictions.json").read_text())
     assert len(written["annotations"]) == NUM_IMAGES
+
+
+def test_built_coco_evaluator_reports_segm_without_detections(tiny):
+    """An early checkpoint may detect nothing: the result still has both tasks (NaN)."""
+    evaluator = build_evaluator(_cfg(), f"{PREFIX}_instance")
+    res = _run(evaluator, tiny, lambda r: _instances_output(
+        np.zeros((0, r["height"], r["width"]), bool), [], r["height"], r["width"]))
+    assert set(res) == {"bbox", "segm"}
+    assert np.isnan(res["segm"]["AP"])

@@ -29,6 +29,10 @@ PANOPTIC_EVALUATOR_TYPES = (
 _SEMANTIC_FROM_PANOPTIC = ("coco_panoptic_seg", "ade20k_panoptic_seg", "mapillary_vistas_panoptic_seg")
 # datasets whose thing classes have scattered contiguous ids (all classes numbered together)
 _SCATTERED_THING_IDS = ("ade20k_panoptic_seg", "mapillary_vistas_panoptic_seg")
+# Mask2Former predicts masks and boxes around them. Naming the tasks keeps the result keys
+# stable: detectron2 infers them from the predictions and drops "segm" when an image set
+# gets no detection at all (an early checkpoint), instead of reporting NaN.
+_COCO_TASKS = ("bbox", "segm")
 
 
 def detectron2_ops_built():
@@ -64,9 +68,13 @@ def build_dataset_evaluator(
     if evaluator_type in PANOPTIC_EVALUATOR_TYPES and panoptic_on:
         evaluators.append(PanopticEvaluator(dataset_name, output_folder))
     if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and instance_on):
-        evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=fast_coco))
+        evaluators.append(COCOEvaluator(
+            dataset_name, tasks=_COCO_TASKS, output_dir=output_folder, use_fast_impl=fast_coco
+        ))
     if evaluator_type == "ade20k_instance" or (evaluator_type in _SCATTERED_THING_IDS and instance_on):
-        evaluators.append(InstanceSegEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=fast_coco))
+        evaluators.append(InstanceSegEvaluator(
+            dataset_name, tasks=_COCO_TASKS, output_dir=output_folder, use_fast_impl=fast_coco
+        ))
     if evaluator_type == "cityscapes_sem_seg" or (evaluator_type == "cityscapes_panoptic_seg" and semantic_on):
         evaluators.append(CityscapesSemSegEvaluator(dataset_name))
     if evaluator_type == "cityscapes_instance" or (evaluator_type == "cityscapes_panoptic_seg" and instance_on):
