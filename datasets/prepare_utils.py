@@ -8,7 +8,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-__all__ = ["atomic_save_png", "atomic_save_json", "progress", "dataset_root", "require_dir"]
+__all__ = [
+    "atomic_save_image",
+    "atomic_save_png",
+    "atomic_save_json",
+    "progress",
+    "dataset_root",
+    "require_dir",
+]
 
 T = TypeVar("T")
 
@@ -42,10 +49,16 @@ def _atomic_write(path: str, write):
         raise
 
 
+def atomic_save_image(array: np.ndarray, path: str, fmt: str):
+    """Save an image array (uint8 RGB or label map, uint16 label map) in PIL format
+    `fmt` ("PNG", "JPEG", "TIFF"), atomically."""
+    image = Image.fromarray(array)
+    _atomic_write(path, lambda f: image.save(f, format=fmt))
+
+
 def atomic_save_png(array: np.ndarray, path: str):
     """Save a (H, W) uint8 label map or (H, W, 3) uint8 RGB array as PNG, atomically."""
-    image = Image.fromarray(array)
-    _atomic_write(path, lambda f: image.save(f, format="PNG"))
+    atomic_save_image(array, path, "PNG")
 
 
 def atomic_save_json(obj, path: str):

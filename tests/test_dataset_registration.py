@@ -22,6 +22,7 @@ OUR_NAMES = [
     for prefix, splits in [
         ("ade20k_panoptic", ("train", "val")),
         ("ade20k_instance", ("train", "val")),
+        ("ade20k_full_sem_seg", ("train", "val")),
         ("mapillary_vistas_sem_seg", ("train", "val")),
         ("mapillary_vistas_panoptic", ("train", "val")),
     ]
@@ -105,6 +106,13 @@ def test_ade20k_metadata():
     assert [c["name"] for c in categories if c["isthing"]][:3] == ["bed", "window ", "cabinet"]
 
 
+def test_ade20k_full_metadata():
+    meta = MetadataCatalog.get("ade20k_full_sem_seg_train")
+    assert meta.evaluator_type == "sem_seg" and meta.ignore_label == 65535
+    assert len(meta.stuff_classes) == 847
+    assert meta.stuff_classes[0] == "wall" and meta.stuff_classes[-1].startswith("adding machine")
+
+
 def test_mapillary_vistas_metadata():
     sem = MetadataCatalog.get("mapillary_vistas_sem_seg_val")
     pan = MetadataCatalog.get("mapillary_vistas_panoptic_val")
@@ -124,6 +132,7 @@ def test_mapillary_vistas_metadata():
         ("coco_2017_val_panoptic_with_sem_seg", "coco"),
         ("mapillary_vistas_sem_seg_val", "mapillary_vistas"),
         ("coco_2017_test_stuff_10k_sem_seg", "coco_stuff_10k"),
+        ("ade20k_full_sem_seg_val", "ADE20K_2021_17_01"),
     ],
 )
 def test_loading_a_missing_dataset_names_the_folder_and_readme(name, missing, tmp_path, monkeypatch):

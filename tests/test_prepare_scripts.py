@@ -14,6 +14,7 @@ from PIL import Image
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from mask2former.data.datasets.ade20k_categories import ADE20K_150_THING_IDS
+from mask2former.data.datasets.ade20k_full_categories import ADE20K_FULL_CATEGORIES
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "datasets"
@@ -34,6 +35,7 @@ ade_sem = load_script("prepare_ade20k_sem_seg")
 ade_pan = load_script("prepare_ade20k_pan_seg")
 ade_ins = load_script("prepare_ade20k_ins_seg")
 coco_sem = load_script("prepare_coco_semantic_annos_from_panoptic")
+ade_full = load_script("prepare_ade20k_full_sem_seg")
 
 WALL, BED, CHAIR = 0, 7, 19  # 0-based SceneParsing-150 indices; bed and chair are things
 BED_INSTANCE_CLASS = ADE20K_150_THING_IDS.index(BED) + 1
@@ -97,6 +99,41 @@ def test_coco_semantic_from_panoptic():
         coco_sem.semantic_from_panoptic(rgb, [{"id": 1, "category_id": 5}], mapping, "p.png")
 
 
+def ade_full_seg_png(object_indices: np.ndarray) -> np.ndarray:
+    """An ADE20K `*_seg.png` encoding (H, W) object indices: R = index // 256 * 10 (+ up
+    to 9, which the format allows), G = index % 256, B = instance (ignored)."""
+    r = (object_indices // 256) * 10 + 3
+    g = object_indices % 256
+    return np.stack([r, g, np.full_like(g, 7)], -1).astype(np.uint8)
+
+
+def test_ade20k_full_label_and_shrink():
+    wall, adding_machine = ADE20K_FULL_CATEGORIES[0], ADE20K_FULL_CATEGORIES[846]
+    indices = np.array([[wall["id"], adding_machine["id"], 1, 0]])  # 1 is not a benchmark class
+    label = ade_full.ade20k_full_label(ade_full_seg_png(indices))
+    assert label.dtype == np.uint16 and label.tolist() == [[0, 846, 65535, 65535]]
+
+    image = np.zeros((600, 900, 3), np.uint8)
+    label = np.zeros((600, 900), np.uint16)
+    image2, label2 = ade_full.shrink(image, label)
+    assert image2.shape == (512, 768, 3) and label2.shape == (512, 768) and label2.dtype == np.uint16
+    small = np.zeros((100, 700), np.uint16)
+    assert ade_full.shrink(image[:100, :700], small)[1] is small
+
+
+def write_tiny_ade20k_full(root: Path):
+    folder = root / "ADE20K_2021_17_01" / "images" / "ADE"
+    sky = next(c for c in ADE20K_FULL_CATEGORIES if c["name"] == "sky")
+    indices = np.full((10, 12), sky["id"])
+    indices[5:, :] = ADE20K_FULL_CATEGORIES[846]["id"]
+    for dirname in ("training", "validation"):
+        scene = folder / dirname / "outdoor" / "field"
+        scene.mkdir(parents=True)
+        Image.fromarray(np.full((10, 12, 3), 50, np.uint8)).save(scene / f"ADE_{dirname}_1.jpg")
+        Image.fromarray(ade_full_seg_png(indices)).save(scene / f"ADE_{dirname}_1_seg.png")
+    return sky["trainId"]
+
+
 def write_tiny_ade20k(root: Path):
     base = root / "ADEChallengeData2016"
     semantic, instance = ade_arrays()
@@ -135,7 +172,9 @@ def test_scripts_end_to_end_and_loaded_by_published_names(tmp_path, monkeypatch)
     root = tmp_path / "datasets"
     write_tiny_ade20k(root)
     write_tiny_coco(root)
+    ade_sky = write_tiny_ade20k_full(root)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    ade_full.main()
 
     ade_sem.main()
     ade_pan.main()
@@ -171,9 +210,11 @@ from detectron2.data import DatasetCatalog
 from mask2former.config import add_deeplab_config, add_maskformer2_config
 from mask2former.data import build_dataset_mapper
 out = {}
-for name in ["ade20k_sem_seg_val", "ade20k_panoptic_val", "ade20k_instance_val", "coco_2017_val_panoptic_with_sem_seg"]:
+for name in ["ade20k_sem_seg_val", "ade20k_panoptic_val", "ade20k_instance_val",
+             "coco_2017_val_panoptic_with_sem_seg", "ade20k_full_sem_seg_val"]:
     out[name] = len(DatasetCatalog.get(name))
 for name, mapper_name in [("ade20k_panoptic_val", "mask_former_panoptic"),
+                          ("ade20k_full_sem_seg_val", "mask_former_semantic"),
                           ("ade20k_instance_val", "mask_former_instance"),
                           ("coco_2017_val_panoptic_with_sem_seg", "coco_panoptic_lsj")]:
     cfg = get_cfg(); add_deeplab_config(cfg); add_maskformer2_config(cfg)
@@ -192,3 +233,5 @@ print("RESULT" + json.dumps(out))
     assert result["ade20k_panoptic_val:classes"] == [WALL, BED]
     assert result["ade20k_instance_val:classes"] == [0]  # bed is the first instance class
     assert result["coco_2017_val_panoptic_with_sem_seg:classes"] == [0, sky]
+    assert result["ade20k_full_sem_seg_val"] == 1
+    assert result["ade20k_full_sem_seg_val:classes"] == [ade_sky, 846]

@@ -11,6 +11,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from .ade20k_categories import ADE20K_150_CLASSES, ADE20K_150_COLORS, ade20k_150_categories
+from .ade20k_full_categories import ADE20K_FULL_CATEGORIES, ADE20K_FULL_IGNORE_LABEL
 from .coco_stuff_categories import COCO_STUFF_CATEGORIES
 from .mapillary_vistas_categories import MAPILLARY_VISTAS_CATEGORIES, MAPILLARY_VISTAS_IGNORE_LABEL
 from .paths import dataset_root
@@ -31,6 +32,10 @@ _HOW_TO_GET_ADE = (
     "Download ADEChallengeData2016.zip (and annotations_instance.tar for panoptic/instance) "
     "from http://sceneparsing.csail.mit.edu, then run datasets/prepare_ade20k_sem_seg.py, "
     "prepare_ade20k_pan_seg.py and prepare_ade20k_ins_seg.py."
+)
+_HOW_TO_GET_ADE_FULL = (
+    "Download ADE20K_2021_17_01 from https://groups.csail.mit.edu/vision/datasets/ADE20K/ "
+    "and run datasets/prepare_ade20k_full_sem_seg.py."
 )
 _HOW_TO_GET_VISTAS = (
     "Download Mapillary Vistas v1.2 from https://www.mapillary.com/dataset/vistas into "
@@ -113,6 +118,20 @@ def _register_ade20k(root: str):
         )
 
 
+def _register_ade20k_full(root: str):
+    base = os.path.join(root, "ADE20K_2021_17_01")
+    for split, dirname in _SPLITS.items():
+        register_semantic(
+            f"ade20k_full_sem_seg_{split}",
+            image_root=os.path.join(base, f"images_detectron2/{dirname}"),
+            sem_seg_root=os.path.join(base, f"annotations_detectron2/{dirname}"),
+            stuff_classes=[c["name"] for c in ADE20K_FULL_CATEGORIES],
+            ignore_label=ADE20K_FULL_IGNORE_LABEL,
+            gt_ext="tif",
+            how_to_get=_HOW_TO_GET_ADE_FULL,
+        )
+
+
 def _register_mapillary_vistas(root: str):
     categories = MAPILLARY_VISTAS_CATEGORIES
     metadata = panoptic_metadata(categories)
@@ -144,6 +163,7 @@ def register_all_published(root: str):
     """Register every published dataset name under `root` (paths only, no disk access)."""
     _register_coco(root)
     _register_ade20k(root)
+    _register_ade20k_full(root)
     _register_mapillary_vistas(root)
 
 
