@@ -12,6 +12,7 @@ __all__ = [
     "atomic_save_image",
     "atomic_save_png",
     "atomic_save_json",
+    "atomic_copy",
     "progress",
     "dataset_root",
     "require_dir",
@@ -59,6 +60,13 @@ def atomic_save_image(array: np.ndarray, path: str, fmt: str):
 def atomic_save_png(array: np.ndarray, path: str):
     """Save a (H, W) uint8 label map or (H, W, 3) uint8 RGB array as PNG, atomically."""
     atomic_save_image(array, path, "PNG")
+
+
+def atomic_copy(src: str, path: str):
+    """Copy the file `src` to `path`, atomically."""
+    with open(src, "rb") as f:
+        data = f.read()
+    _atomic_write(path, lambda out: out.write(data))
 
 
 def atomic_save_json(obj, path: str):

@@ -15,6 +15,7 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from mask2former.data.datasets.ade20k_categories import ADE20K_150_THING_IDS
 from mask2former.data.datasets.ade20k_full_categories import ADE20K_FULL_CATEGORIES
+from mask2former.data.datasets.coco_stuff_categories import COCO_STUFF_CATEGORIES
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "datasets"
@@ -36,6 +37,7 @@ ade_pan = load_script("prepare_ade20k_pan_seg")
 ade_ins = load_script("prepare_ade20k_ins_seg")
 coco_sem = load_script("prepare_coco_semantic_annos_from_panoptic")
 ade_full = load_script("prepare_ade20k_full_sem_seg")
+coco_stuff = load_script("prepare_coco_stuff_10k_sem_seg")
 
 WALL, BED, CHAIR = 0, 7, 19  # 0-based SceneParsing-150 indices; bed and chair are things
 BED_INSTANCE_CLASS = ADE20K_150_THING_IDS.index(BED) + 1
@@ -134,6 +136,29 @@ def write_tiny_ade20k_full(root: Path):
     return sky["trainId"]
 
 
+def test_coco_stuff_label():
+    label = np.array([[0, 1, 90, 92, 182]], np.uint16)
+    assert coco_stuff.coco_stuff_label(label, "x.mat").tolist() == [[255, 0, 79, 80, 170]]
+    with pytest.raises(ValueError, match="x.mat: labels \\[12, 183\\]"):
+        coco_stuff.coco_stuff_label(np.array([[12, 183]]), "x.mat")
+
+
+def write_tiny_coco_stuff(root: Path):
+    from scipy.io import savemat
+
+    base = root / "coco" / "coco_stuff_10k"
+    for sub in ("images", "annotations", "imageLists"):
+        (base / sub).mkdir(parents=True)
+    for split in ("train", "test"):
+        stem = f"COCO_{split}2014_000000000001"
+        Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(base / "images" / f"{stem}.jpg")
+        label = np.zeros((8, 10), np.uint8)
+        label[:, 5:] = 157  # sky-other
+        label[:4, :5] = 1  # person
+        savemat(base / "annotations" / f"{stem}.mat", {"S": label})
+        (base / "imageLists" / f"{split}.txt").write_text(stem + "\n")
+
+
 def write_tiny_ade20k(root: Path):
     base = root / "ADEChallengeData2016"
     semantic, instance = ade_arrays()
@@ -173,8 +198,10 @@ def test_scripts_end_to_end_and_loaded_by_published_names(tmp_path, monkeypatch)
     write_tiny_ade20k(root)
     write_tiny_coco(root)
     ade_sky = write_tiny_ade20k_full(root)
+    write_tiny_coco_stuff(root)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
     ade_full.main()
+    coco_stuff.main()
 
     ade_sem.main()
     ade_pan.main()
@@ -211,10 +238,12 @@ from mask2former.config import add_deeplab_config, add_maskformer2_config
 from mask2former.data import build_dataset_mapper
 out = {}
 for name in ["ade20k_sem_seg_val", "ade20k_panoptic_val", "ade20k_instance_val",
-             "coco_2017_val_panoptic_with_sem_seg", "ade20k_full_sem_seg_val"]:
+             "coco_2017_val_panoptic_with_sem_seg", "ade20k_full_sem_seg_val",
+             "coco_2017_test_stuff_10k_sem_seg"]:
     out[name] = len(DatasetCatalog.get(name))
 for name, mapper_name in [("ade20k_panoptic_val", "mask_former_panoptic"),
                           ("ade20k_full_sem_seg_val", "mask_former_semantic"),
+                          ("coco_2017_test_stuff_10k_sem_seg", "mask_former_semantic"),
                           ("ade20k_instance_val", "mask_former_instance"),
                           ("coco_2017_val_panoptic_with_sem_seg", "coco_panoptic_lsj")]:
     cfg = get_cfg(); add_deeplab_config(cfg); add_maskformer2_config(cfg)
@@ -235,3 +264,5 @@ print("RESULT" + json.dumps(out))
     assert result["coco_2017_val_panoptic_with_sem_seg:classes"] == [0, sky]
     assert result["ade20k_full_sem_seg_val"] == 1
     assert result["ade20k_full_sem_seg_val:classes"] == [ade_sky, 846]
+    sky_other = [c["name"] for c in COCO_STUFF_CATEGORIES].index("sky-other")
+    assert result["coco_2017_test_stuff_10k_sem_seg:classes"] == [0, sky_other]

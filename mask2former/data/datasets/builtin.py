@@ -25,8 +25,8 @@ _HOW_TO_GET_COCO = (
     "`python datasets/prepare_coco_semantic_annos_from_panoptic.py` for panoptic_semseg_*."
 )
 _HOW_TO_GET_COCO_STUFF = (
-    "Download COCO-Stuff-10k (cocostuff-10k-v1.1.zip) into coco/coco_stuff_10k/ and convert "
-    "it to images_detectron2/ and annotations_detectron2/ as datasets/README.md describes."
+    "Unzip COCO-Stuff-10k (cocostuff-10k-v1.1.zip) into coco/coco_stuff_10k/ and run "
+    "datasets/prepare_coco_stuff_10k_sem_seg.py."
 )
 _HOW_TO_GET_ADE = (
     "Download ADEChallengeData2016.zip (and annotations_instance.tar for panoptic/instance) "
