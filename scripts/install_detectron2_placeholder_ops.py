@@ -56,6 +56,22 @@ def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)
     return _missing(name)
+
+
+def _register_torch_ops():
+    # detectron2 calls rotated NMS through the dispatcher (torch.ops.detectron2),
+    # which a real build registers; register the same schema so the call fails clearly.
+    import torch
+
+    if hasattr(torch.ops.detectron2, "nms_rotated"):
+        return
+    global _LIBRARY
+    _LIBRARY = torch.library.Library("detectron2", "DEF")
+    _LIBRARY.define("nms_rotated(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _LIBRARY.impl("nms_rotated", _missing("nms_rotated"), "CompositeExplicitAutograd")
+
+
+_register_torch_ops()
 '''
 
 
