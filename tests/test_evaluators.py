@@ -387,3 +387,54 @@ def test_built_coco_evaluator_reports_segm_without_detections(tiny):
         np.zeros((0, r["height"], r["width"]), bool), [], r["height"], r["width"]))
     assert set(res) == {"bbox", "segm"}
     assert np.isnan(res["segm"]["AP"])
+
+
+def test_cityscapes_evaluators_end_to_end(tmp_path):
+    """Cityscapes-format ground truth (labelIds / instanceIds PNGs) for two small images;
+    instance predictions are perfect, the semantic one calls the sky road."""
+    from cityscapesscripts.helpers.labels import name2label
+
+    height, width = 64, 128
+    gt_dir = tmp_path / "gtFine" / "val"
+    (gt_dir / "frankfurt").mkdir(parents=True)
+    things = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+    road, sky, car = (name2label[n].id for n in ("road", "sky", "car"))
+    samples = []
+    for i in range(2):
+        stem = f"frankfurt_000000_{i:06d}"
+        label = np.full((height, width), road, np.uint8)
+        label[:20] = sky
+        instance_ids = label.astype(np.int32)
+        cars = []
+        for k, (y, x) in enumerate([(30, 10 + 30 * i), (40, 80)]):
+            mask = np.zeros((height, width), bool)
+            mask[y:y + 15, x:x + 25] = True
+            label[mask], instance_ids[mask] = car, car * 1000 + k
+            cars.append(mask)
+        Image.fromarray(label).save(gt_dir / "frankfurt" / f"{stem}_gtFine_labelIds.png")
+        Image.fromarray(instance_ids).save(gt_dir / "frankfurt" / f"{stem}_gtFine_instanceIds.png")
+        inputs = {"file_name": f"leftImg8bit/val/frankfurt/{stem}_leftImg8bit.png", "image_id": stem,
+                  "height": height, "width": width}
+        samples.append((inputs, label, np.stack(cars)))
+
+    name = "test_evaluators_cityscapes_fake"
+    MetadataCatalog.get(name).set(evaluator_type="cityscapes_panoptic_seg", gt_dir=str(gt_dir), thing_classes=things)
+    try:
+        evaluator = build_dataset_evaluator(name, semantic_on=True, instance_on=True, panoptic_on=False)
+        evaluator.reset()
+        to_train_id = {label.id: label.trainId for label in name2label.values()}
+        for inputs, label, cars in samples:
+            predicted = np.where(label == sky, road, label)
+            train_ids = torch.from_numpy(np.vectorize(to_train_id.get)(predicted)).long()
+            scores = torch.nn.functional.one_hot(train_ids, 19).permute(2, 0, 1).float()
+            outputs = _instances_output(cars, [things.index("car")] * len(cars), height, width)
+            outputs[0]["sem_seg"] = scores
+            evaluator.process([inputs], outputs)
+        res = evaluator.evaluate()
+    finally:
+        MetadataCatalog.remove(name)
+
+    labels = np.stack([s[1] for s in samples])
+    road_iou = (labels == road).sum() / ((labels == road) | (labels == sky)).sum()
+    assert res["sem_seg"]["IoU"] == pytest.approx(100 * (road_iou + 0.0 + 1.0) / 3)
+    assert res["segm"]["AP"] == pytest.approx(100.0)
