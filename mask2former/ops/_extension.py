@@ -14,8 +14,6 @@ try:
 except (ImportError, OSError) as e:  # not built, or built against another torch
     _load_error = e
 
-_kernel_cache = {}
-
 
 def is_available() -> bool:
     """Whether the compiled operators are registered."""
@@ -27,16 +25,18 @@ def load_error():
     return _load_error
 
 
+# Device types with a compiled kernel, looked up once (a plain set is also cheap for
+# torch.compile to trace through).
+_kernel_device_types = frozenset(
+    device_type
+    for device_type, dispatch_key in (("cpu", "CPU"), ("cuda", "CUDA"))
+    if is_available() and torch._C._dispatch_has_kernel_for_dispatch_key("mask2former::ms_deform_attn", dispatch_key)
+)
+
+
 def supports(device: torch.device) -> bool:
     """Whether the compiled op has a kernel for tensors on ``device``."""
-    if not is_available():
-        return False
-    if device.type not in _kernel_cache:
-        dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-        _kernel_cache[device.type] = dispatch_key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-            "mask2former::ms_deform_attn", dispatch_key
-        )
-    return _kernel_cache[device.type]
+    return device.type in _kernel_device_types
 
 
 def unsupported_reason(device: torch.device) -> str:
