@@ -57,6 +57,24 @@ def test_generation_is_deterministic(small_split, tmp_path):
     assert _tree_digest(other)["images/000000.jpg"] != first["images/000000.jpg"]
 
 
+# Digest of a few rendered samples (pixels, segment maps, classes) per generator version.
+# The generator is written to give the same bytes on every machine; if this fails after a
+# change to the generator, bump SYNTHETIC_SHAPES_VERSION (so caches regenerate) and add
+# the new digest here. If it fails on a new platform, the rendering is not portable.
+RENDER_DIGESTS = {4: "240eaa959a53583f852059b6297d3105d362a2b2855c3c047c63deeef82cf6c0"}
+
+
+def test_rendering_matches_the_version_digest():
+    digest = hashlib.sha256()
+    for i in range(4):
+        image, segment_map, segments, _ = ss.render_sample(np.random.default_rng([2024, i]), 72, 96)
+        digest.update(image.tobytes())
+        digest.update(segment_map.astype(np.int64).tobytes())
+        digest.update(",".join(c["name"] for c in segments).encode())
+    assert ss.SYNTHETIC_SHAPES_VERSION in RENDER_DIGESTS, "new generator version: record its digest"
+    assert digest.hexdigest() == RENDER_DIGESTS[ss.SYNTHETIC_SHAPES_VERSION]
+
+
 def test_label_formats_agree(small_split):
     panoptic = json.loads((small_split / "panoptic.json").read_text())
     instances = json.loads((small_split / "instances.json").read_text())

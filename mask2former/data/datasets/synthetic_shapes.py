@@ -18,10 +18,12 @@ Registered datasets (metadata complete at registration, no disk access until
 - ``synthetic_shapes_{train,val}_instance``  evaluator_type ``coco``
 - ``synthetic_shapes_{train,val}_sem_seg``   evaluator_type ``sem_seg``
 """
+import colorsys
 import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -57,7 +59,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generator's output changes: a new version lands in a new folder.
-SYNTHETIC_SHAPES_VERSION = 3
+SYNTHETIC_SHAPES_VERSION = 4
 
 # Dataset ids are deliberately not contiguous (stuff starts at 10), so code that mixes up
 # dataset ids and contiguous training ids fails loudly on this dataset.
@@ -144,46 +146,66 @@ def write_json_atomic(path, obj):
 # ---------------------------------------------------------------------------------------
 # Rendering
 # ---------------------------------------------------------------------------------------
+# The same bytes on every machine: pixel values come from float64 elementwise arithmetic
+# and uniform random numbers (exact on every platform), rounded to uint8 once at the end;
+# no SIMD-dependent float32 kernels (OpenCV resize/blur, float32 transcendental functions)
+# touch an image, and labels depend only on float64 comparisons and integer polygon fills.
 @functools.lru_cache(maxsize=4)
 def _pixel_grid(height, width):
-    """Read-only (yy, xx) float32 pixel coordinate grids of an image size."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    """Read-only (yy, xx) float64 pixel coordinate grids of an image size."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     yy.setflags(write=False)
     xx.setflags(write=False)
     return yy, xx
 
 
-def _smooth_noise(rng, height, width, cell, amplitude):
-    """Low-frequency noise (H, W) in [-amplitude, amplitude]: a coarse random grid
-    upsampled bicubically (``cell`` pixels per grid step)."""
-    grid = rng.uniform(-1.0, 1.0, size=(height // cell + 2, width // cell + 2)).astype(np.float32)
-    big = cv2.resize(grid, ((width // cell + 2) * cell, (height // cell + 2) * cell),
-                     interpolation=cv2.INTER_CUBIC)
-    return amplitude * big[:height, :width]
+def _uniform_noise(rng, shape, amplitude):
+    """Noise in [-amplitude, amplitude] (triangular: the sum of two uniforms)."""
+    return amplitude * (rng.random(shape) - rng.random(shape))
+
+
+def _value_noise(rng, height, width, cell_y, cell_x, amplitude):
+    """Smooth noise (H, W) in [-amplitude, amplitude]: random values on a coarse grid
+    (``cell_y`` x ``cell_x`` pixels per step) blended with smoothstep weights."""
+    grid = rng.uniform(-amplitude, amplitude, size=(height // cell_y + 2, width // cell_x + 2))
+    fy, fx = np.arange(height) / cell_y, np.arange(width) / cell_x
+    iy, ix = fy.astype(np.int64), fx.astype(np.int64)
+    ty, tx = fy - iy, fx - ix
+    ty, tx = (ty * ty * (3 - 2 * ty))[:, None], (tx * tx * (3 - 2 * tx))[None, :]
+    top = grid[iy][:, ix] * (1 - tx) + grid[iy][:, ix + 1] * tx
+    bottom = grid[iy + 1][:, ix] * (1 - tx) + grid[iy + 1][:, ix + 1] * tx
+    return top * (1 - ty) + bottom * ty
+
+
+def _soften(image):
+    """A 3x3 binomial blur (edge pixels repeated) of an (H, W, C) image, so that shape
+    borders are not perfectly crisp."""
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    rows = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+    return 0.25 * rows[:, :-2] + 0.5 * rows[:, 1:-1] + 0.25 * rows[:, 2:]
 
 
 def _stuff_texture(name, rng, height, width):
-    """(H, W, 3) float32 texture in [0, 1] for one stuff class."""
+    """(H, W, 3) float64 texture in [0, 1] for one stuff class."""
     yy, xx = _pixel_grid(height, width)
-    jitter = rng.uniform(-0.06, 0.06, size=3).astype(np.float32)
+    jitter = rng.uniform(-0.06, 0.06, size=3)
     if name == "sky":
-        base = np.array([0.45, 0.65, 0.95], np.float32) + jitter
-        gradient = (yy / height)[..., None] * np.array([0.25, 0.2, 0.05], np.float32)
-        clouds = np.clip(_smooth_noise(rng, height, width, 32, 0.5), 0, None)[..., None]
+        base = np.array([0.45, 0.65, 0.95]) + jitter
+        gradient = (yy / height)[..., None] * np.array([0.25, 0.2, 0.05])
+        clouds = np.clip(_value_noise(rng, height, width, 32, 32, 0.5), 0, None)[..., None]
         texture = base + gradient + clouds
     elif name == "grass":
-        base = np.array([0.25, 0.55, 0.18], np.float32) + jitter
-        # vertically stretched noise reads as blades
-        blades = _smooth_noise(rng, height, width // 2 * 2, 2, 0.12)
-        blades = cv2.resize(blades[: height // 6 + 1], (width, height), interpolation=cv2.INTER_LINEAR)
-        fine = 0.05 * rng.standard_normal((height, width), dtype=np.float32)
-        texture = base + (blades + fine)[..., None] * np.array([0.6, 1.0, 0.5], np.float32)
+        base = np.array([0.25, 0.55, 0.18]) + jitter
+        # noise stretched vertically reads as blades
+        blades = _value_noise(rng, height, width, 12, 2, 0.12) + _uniform_noise(rng, (height, width), 0.06)
+        texture = base + blades[..., None] * np.array([0.6, 1.0, 0.5])
     elif name == "water":
-        base = np.array([0.10, 0.35, 0.60], np.float32) + jitter
+        base = np.array([0.10, 0.35, 0.60]) + jitter
         period = rng.uniform(6.0, 14.0)
         phase = rng.uniform(0, 2 * np.pi)
-        waves = np.sin(2 * np.pi * yy / period + 1.5 * np.sin(2 * np.pi * xx / rng.uniform(40, 90)) + phase)
-        texture = base + (0.07 * waves)[..., None] + _smooth_noise(rng, height, width, 16, 0.05)[..., None]
+        sway = 1.5 * np.sin(2 * np.pi * xx[0] / rng.uniform(40, 90))
+        waves = np.sin(2 * np.pi * yy / period + sway[None, :] + phase)
+        texture = base + (0.07 * waves + _value_noise(rng, height, width, 16, 16, 0.05))[..., None]
     else:
         raise ValueError(f"unknown stuff class {name!r}")
     return np.clip(texture, 0.0, 1.0)
@@ -193,21 +215,20 @@ def _thing_painter(rng):
     """A random look for a thing: a colour, solid, striped or graded. Returns
     ``paint(ys, xs, grain) -> (N, 3)`` giving the colours of pixels at (ys, xs), with
     ``grain`` (N,) a per-pixel noise sample."""
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(120, 255), rng.uniform(120, 255)]]], np.float32)
-    color = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
+    color = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0)))
     kind = int(rng.integers(0, 3))
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(3.0, 7.0)
 
     def paint(ys, xs, grain):
-        coord = xs * np.float32(np.cos(angle)) + ys * np.float32(np.sin(angle))
+        coord = xs * math.cos(angle) + ys * math.sin(angle)
         if kind == 0:  # solid
             shade = np.ones_like(coord)
         elif kind == 1:  # stripes
             shade = 1.0 - 0.4 * (np.floor(coord / period) % 2)
         else:  # gradient across the shape
             shade = 0.6 + 0.6 * (coord - coord.min()) / max(float(np.ptp(coord)), 1.0)
-        return np.clip(color * shade[:, None] + 0.03 * grain[:, None], 0.0, 1.0)
+        return np.clip(color * shade[:, None] + grain[:, None], 0.0, 1.0)
 
     return paint
 
@@ -244,7 +265,7 @@ def _shape_mask(name, rng, height, width):
         local = np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
     else:
         raise ValueError(f"unknown thing class {name!r}")
-    rotation = np.array([[np.cos(rot), -np.sin(rot)], [np.sin(rot), np.cos(rot)]])
+    rotation = np.array([[math.cos(rot), -math.sin(rot)], [math.sin(rot), math.cos(rot)]])
     return _polygon_mask(local @ rotation.T + np.array([cx, cy]), height, width)
 
 
@@ -266,8 +287,8 @@ def _stuff_layout(rng, height, width):
         amplitude = rng.uniform(0.0, 0.06) * height
         wavelength = rng.uniform(0.3, 1.2) * width
         phase = rng.uniform(0, 2 * np.pi)
-        curve = border + amplitude * np.sin(2 * np.pi * xx / wavelength + phase)
-        band += (yy >= curve).astype(np.int64)
+        curve = border + amplitude * np.sin(2 * np.pi * xx[0] / wavelength + phase)  # (W,)
+        band += (yy >= curve[None, :]).astype(np.int64)
     return band, [_STUFF[i] for i in order]
 
 
@@ -283,7 +304,7 @@ def render_sample(rng, height, width, max_things=5):
             visible area (in ``segment_map``) is smaller where later things occlude them.
     """
     band, band_categories = _stuff_layout(rng, height, width)
-    image = np.zeros((height, width, 3), np.float32)
+    image = np.zeros((height, width, 3), np.float64)
     for i, category in enumerate(band_categories):
         region = band == i
         image[region] = _stuff_texture(category["name"], rng, height, width)[region]
@@ -291,7 +312,7 @@ def render_sample(rng, height, width, max_things=5):
     segments = list(band_categories)
 
     min_area = 0.0015 * height * width  # ~100 px at 256 x 256
-    grain = rng.standard_normal((height, width), dtype=np.float32)
+    grain = _uniform_noise(rng, (height, width), 0.05)
     full_areas, visible_areas = {}, {}
     for _ in range(int(rng.integers(1, max_things + 1))):
         category = _THINGS[int(rng.integers(0, len(_THINGS)))]
@@ -315,10 +336,9 @@ def render_sample(rng, height, width, max_things=5):
         segment_map[mask] = len(segments)
         segments.append(category)
         ys, xs = np.nonzero(mask)
-        image[ys, xs] = paint(ys.astype(np.float32), xs.astype(np.float32), grain[ys, xs])
+        image[ys, xs] = paint(ys.astype(np.float64), xs.astype(np.float64), grain[ys, xs])
 
-    image = cv2.GaussianBlur(image, (3, 3), 0.6)
-    image += 0.015 * rng.standard_normal(image.shape, dtype=np.float32)
+    image = _soften(image) + _uniform_noise(rng, image.shape, 0.025)
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
     return image, segment_map, segments, full_areas
 
