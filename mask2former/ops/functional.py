@@ -56,11 +56,10 @@ def _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, 
             f"spatial_shapes and level_start_index must be int64, got {spatial_shapes.dtype} "
             f"and {level_start_index.dtype}"
         )
-    if not (value.dtype == sampling_locations.dtype == attention_weights.dtype):
-        raise TypeError(
-            f"value, sampling_locations and attention_weights must share a dtype, got {value.dtype}, "
-            f"{sampling_locations.dtype} and {attention_weights.dtype}"
-        )
+    for name, tensor in (("value", value), ("sampling_locations", sampling_locations),
+                         ("attention_weights", attention_weights)):
+        if not tensor.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
 
 
 def ms_deform_attn(
@@ -82,10 +81,18 @@ def ms_deform_attn(
         sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y) in [0, 1] (may lie outside).
         attention_weights: (N, Lq, M, L, P).
 
+    The three floating-point inputs are computed in their promoted dtype.
+
     Returns:
         (N, Lq, M * D)
     """
     _check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    # Mixed dtypes arise under autocast (e.g. bf16 values, fp32 locations): compute in the
+    # widest one rather than lose location precision.
+    dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
+    value, sampling_locations, attention_weights = (
+        t.to(dtype) for t in (value, sampling_locations, attention_weights)
+    )
     if _extension.supports(value.device):
         return torch.ops.mask2former.ms_deform_attn(
             value, spatial_shapes, level_start_index, sampling_locations, attention_weights
