@@ -146,18 +146,24 @@ class WindowAttention(nn.Module):
         B_, N, C = x.shape
         qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B_, heads, N, head_dim)
-        q = q * self.scale
-        attn = q @ k.transpose(-2, -1)
 
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)
+        bias = bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
             num_windows = mask.shape[0]
-            attn = attn.view(B_ // num_windows, num_windows, self.num_heads, N, N) + mask[None, :, None]
-            attn = attn.view(-1, self.num_heads, N, N)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-
-        x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+            # Windows are batch-major: window w of every image gets mask[w].
+            bias = (bias + mask[:, None]).unsqueeze(0).expand(B_ // num_windows, -1, -1, -1, -1)
+            bias = bias.reshape(B_, self.num_heads, N, N)
+        # softmax(q k^T * scale + bias) v, fused: several times faster on CPU than explicit matmuls.
+        x = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=bias.to(q.dtype),
+            dropout_p=self.attn_drop.p if self.training else 0.0,
+            scale=self.scale,
+        )
+        x = x.transpose(1, 2).reshape(B_, N, C)
         return self.proj_drop(self.proj(x))
 
 
