@@ -118,6 +118,8 @@ def atomic_directory(target):
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        # mkdtemp makes the folder private (0700); a cache is readable like a normal folder
+        os.chmod(tmp, 0o755)
         try:
             os.replace(tmp, target)
         except OSError:
