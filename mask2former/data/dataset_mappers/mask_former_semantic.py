@@ -98,15 +98,16 @@ class MaskFormerSemanticDatasetMapper:
         return image
 
     def _read_sem_seg(self, dataset_dict: dict, image: np.ndarray) -> np.ndarray:
-        """(H, W) float64 label map (float: detectron2 resizes non-uint8 maps with torch,
-        which has no uint16)."""
+        """(H, W) label map: uint8 as stored (resized by PIL, nearest, on the same pixel
+        grid as the image), wider types as float64 (detectron2 resizes non-uint8 maps
+        with torch, which has no uint16)."""
         file_name = dataset_dict.pop("sem_seg_file_name")
         sem_seg = read_label_map(file_name)
         check_same_size(sem_seg, image, file_name, "sem_seg_file_name", dataset_dict["file_name"])
         check_label_values(
             sem_seg, self.num_classes, self.ignore_label, file_name, "sem_seg_file_name"
         )
-        return sem_seg.astype(np.float64)
+        return sem_seg if sem_seg.dtype == np.uint8 else sem_seg.astype(np.float64)
 
     def _finish(self, dataset_dict: dict, image: np.ndarray, sem_seg: Optional[np.ndarray]):
         """Convert to tensors and pad; returns (image, sem_seg) tensors and the pad."""

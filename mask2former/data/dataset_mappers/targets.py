@@ -45,32 +45,45 @@ def pad_bottom_right(tensor: torch.Tensor, extra_rows: int, extra_cols: int, val
 
 
 def instances_from_masks(
-    image_shape: Tuple[int, int], classes: Iterable[int], masks: torch.Tensor, with_boxes: bool
+    image_shape: Tuple[int, int],
+    classes: Iterable[int],
+    masks: torch.Tensor,
+    with_boxes: bool,
+    drop_empty: bool = True,
 ) -> Instances:
     """Instances with gt_classes int64 (N,), gt_masks BitMasks (N, H, W), optional gt_boxes.
 
     Masks without a single pixel (e.g. cropped away) are dropped: they carry no
-    supervision and would train the matched query towards an empty mask.
+    supervision and would train the matched query towards an empty mask. Callers that
+    know every mask is non-empty pass drop_empty=False to skip the check.
     """
     classes = torch.as_tensor(list(classes), dtype=torch.int64)
     masks = masks.reshape(-1, *image_shape).to(torch.bool)
-    keep = masks.flatten(1).any(dim=1)
+    if drop_empty:
+        keep = masks.flatten(1).any(dim=1)
+        classes, masks = classes[keep], masks[keep]
     instances = Instances(image_shape)
-    instances.gt_classes = classes[keep]
-    instances.gt_masks = BitMasks(masks[keep])
+    instances.gt_classes = classes
+    instances.gt_masks = BitMasks(masks)
     if with_boxes:
         instances.gt_boxes = (
-            instances.gt_masks.get_bounding_boxes() if keep.any() else Boxes(torch.zeros(0, 4))
+            instances.gt_masks.get_bounding_boxes() if len(masks) else Boxes(torch.zeros(0, 4))
         )
     return instances
 
 
 def instances_from_sem_seg(sem_seg: torch.Tensor, ignore_label: int) -> Instances:
     """One instance per class present in `sem_seg` (H, W) int64; ignored pixels excluded."""
-    classes = torch.unique(sem_seg)
-    classes = classes[classes != ignore_label]
+    labelled = sem_seg[sem_seg != ignore_label]
+    if labelled.numel() and labelled.min() >= 0:
+        # Counting is linear time; torch.unique sorts every pixel.
+        classes = torch.nonzero(torch.bincount(labelled), as_tuple=True)[0]
+    else:
+        classes = torch.as_tensor(np.unique(labelled.numpy()))
     masks = sem_seg[None] == classes[:, None, None]
-    return instances_from_masks(tuple(sem_seg.shape), classes.tolist(), masks, with_boxes=False)
+    return instances_from_masks(
+        tuple(sem_seg.shape), classes.tolist(), masks, with_boxes=False, drop_empty=False
+    )
 
 
 def instances_from_panoptic(
@@ -81,8 +94,13 @@ def instances_from_panoptic(
     `segments_info` entries carry "id" (the segment id in the map), "category_id"
     (already contiguous) and optionally "iscrowd"; crowd segments are skipped.
     """
-    kept = [s for s in segments_info if not s.get("iscrowd", 0)]
+    # Segments cropped away are left out before their masks are built (numpy's unique is
+    # several times faster than torch's on CPU).
+    present = set(np.unique(segment_ids.numpy()).tolist())
+    kept = [s for s in segments_info if not s.get("iscrowd", 0) and s["id"] in present]
     ids = torch.as_tensor([s["id"] for s in kept], dtype=segment_ids.dtype)
     masks = segment_ids[None] == ids[:, None, None]
     classes = [s["category_id"] for s in kept]
-    return instances_from_masks(tuple(segment_ids.shape), classes, masks, with_boxes)
+    return instances_from_masks(
+        tuple(segment_ids.shape), classes, masks, with_boxes, drop_empty=False
+    )
