@@ -174,8 +174,11 @@ def test_default_registration_metadata():
     assert sorted(meta.stuff_dataset_id_to_contiguous_id.values()) == list(range(7))
     for field in ("panoptic_root", "panoptic_json", "json_file", "sem_seg_root", "image_root"):
         assert f"v{ss.SYNTHETIC_SHAPES_VERSION}" in getattr(meta, field)
-    assert MetadataCatalog.get("synthetic_shapes_train_instance").evaluator_type == "coco"
-    assert MetadataCatalog.get("synthetic_shapes_train_sem_seg").evaluator_type == "sem_seg"
+    for split in ("train", "val", "mini_train", "mini_val"):
+        assert MetadataCatalog.get(f"synthetic_shapes_{split}_instance").evaluator_type == "coco"
+        assert MetadataCatalog.get(f"synthetic_shapes_{split}_sem_seg").evaluator_type == "sem_seg"
+        assert MetadataCatalog.get(f"synthetic_shapes_{split}_panoptic").json_file.endswith(
+            f"{split}/instances.json")
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):

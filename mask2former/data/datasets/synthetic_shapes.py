@@ -14,9 +14,12 @@ and renamed into place, under a lock file, so concurrent processes never see hal
 Registered datasets (metadata complete at registration, no disk access until
 ``DatasetCatalog.get``):
 
-- ``synthetic_shapes_{train,val}_panoptic``  evaluator_type ``coco_panoptic_seg``
-- ``synthetic_shapes_{train,val}_instance``  evaluator_type ``coco``
-- ``synthetic_shapes_{train,val}_sem_seg``   evaluator_type ``sem_seg``
+- ``synthetic_shapes_<split>_panoptic``  evaluator_type ``coco_panoptic_seg``
+- ``synthetic_shapes_<split>_instance``  evaluator_type ``coco``
+- ``synthetic_shapes_<split>_sem_seg``   evaluator_type ``sem_seg``
+
+for the splits ``train`` (400 images), ``val`` (60) at 256 x 256 and ``mini_train`` (16),
+``mini_val`` (8) at 128 x 128. ``register_synthetic_split`` registers other sizes.
 """
 import colorsys
 import contextlib
@@ -75,9 +78,15 @@ SYNTHETIC_SHAPES_CATEGORIES = [
 _THINGS = [c for c in SYNTHETIC_SHAPES_CATEGORIES if c["isthing"]]
 _STUFF = [c for c in SYNTHETIC_SHAPES_CATEGORIES if not c["isthing"]]
 
-# split -> (number of images, seed); image size defaults to 256 x 256.
-SPLITS = {"train": (400, 0), "val": (60, 1)}
 DEFAULT_IMAGE_SIZE = (256, 256)
+# split -> (number of images, seed, (height, width)). The "mini" splits are small and
+# quick to generate, for smoke tests and demos.
+SPLITS = {
+    "train": (400, 0, DEFAULT_IMAGE_SIZE),
+    "val": (60, 1, DEFAULT_IMAGE_SIZE),
+    "mini_train": (16, 2, (128, 128)),
+    "mini_val": (8, 3, (128, 128)),
+}
 IGNORE_LABEL = 255
 
 
@@ -473,10 +482,12 @@ def ensure_split_dir(split_dir, num_images, image_size=DEFAULT_IMAGE_SIZE, seed=
 
 
 def ensure_synthetic_shapes(split, root=None):
-    """Make sure the default ``split`` ("train" or "val") exists in the cache (``root``,
-    default ``cache_root()``), generating it on first use. Returns its folder."""
-    num_images, seed = SPLITS[split] if split in SPLITS else (0, 0)
-    return ensure_split_dir(_split_dir(split, root), num_images, DEFAULT_IMAGE_SIZE, seed)
+    """Make sure the built-in ``split`` (a key of ``SPLITS``: "train", "val", "mini_train",
+    "mini_val") exists in the cache (``root``, default ``cache_root()``), generating it on
+    first use. Returns its folder."""
+    split_dir = _split_dir(split, root)
+    num_images, seed, image_size = SPLITS[split]
+    return ensure_split_dir(split_dir, num_images, image_size, seed)
 
 
 def synthetic_shapes_metadata(split_dir):
@@ -615,12 +626,11 @@ def register_synthetic_split(name_prefix, split_dir, num_images, image_size=DEFA
 
 
 def register_synthetic_shapes(root=None):
-    """Register the six default ``synthetic_shapes_{train,val}_*`` datasets in the cache
-    folder ``root`` (default ``cache_root()``, resolved now). Touches no disk."""
-    for split, (num_images, seed) in SPLITS.items():
-        register_synthetic_split(
-            f"synthetic_shapes_{split}", _split_dir(split, root), num_images, DEFAULT_IMAGE_SIZE, seed
-        )
+    """Register ``synthetic_shapes_{split}_{panoptic,instance,sem_seg}`` for every split of
+    ``SPLITS`` in the cache folder ``root`` (default ``cache_root()``, resolved now).
+    Touches no disk."""
+    for split, (num_images, seed, image_size) in SPLITS.items():
+        register_synthetic_split(f"synthetic_shapes_{split}", _split_dir(split, root), num_images, image_size, seed)
 
 
 def ensure_dataset_files(dataset_name):
