@@ -7,6 +7,7 @@ show what the input validation (label range, sizes) costs.
 
     python benchmarks/bench_mappers.py [--repeats 5] [--size 1024x2048]
 """
+
 import argparse
 import statistics
 import tempfile
@@ -25,24 +26,32 @@ from mask2former.data.dataset_mappers import (
 )
 
 
-def make_record(folder: str, height: int, width: int, num_segments: int = 40, seed: int = 0) -> dict:
+def make_record(
+    folder: str, height: int, width: int, num_segments: int = 40, seed: int = 0
+) -> dict:
     """A random Voronoi-like panoptic layout with 19 classes, written in the real formats."""
     rng = np.random.default_rng(seed)
     centres = rng.integers(0, [height, width], size=(num_segments, 2))
     ys, xs = np.mgrid[0:height:8, 0:width:8]
-    nearest = ((ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2).argmin(-1)
+    nearest = ((ys[..., None] - centres[:, 0]) ** 2 + (xs[..., None] - centres[:, 1]) ** 2).argmin(
+        -1
+    )
     segment = np.kron(nearest, np.ones((8, 8), np.int64))[:height, :width]
     classes = rng.integers(0, 19, num_segments)
     sem = classes[segment].astype(np.uint8)
     ids = segment + 1
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(f"{folder}/img.png")
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+        f"{folder}/img.png"
+    )
     Image.fromarray(sem).save(f"{folder}/sem.png")
     Image.fromarray(id2rgb(ids)).save(f"{folder}/pan.png")
     return {
         "file_name": f"{folder}/img.png",
         "sem_seg_file_name": f"{folder}/sem.png",
         "pan_seg_file_name": f"{folder}/pan.png",
-        "segments_info": [{"id": i + 1, "category_id": int(c), "iscrowd": 0} for i, c in enumerate(classes)],
+        "segments_info": [
+            {"id": i + 1, "category_id": int(c), "iscrowd": 0} for i, c in enumerate(classes)
+        ],
         "height": height,
         "width": width,
     }
@@ -72,15 +81,34 @@ def main():
 
     with tempfile.TemporaryDirectory() as folder:
         record = make_record(folder, height, width)
-        semantic_record = {k: v for k, v in record.items() if k not in ("pan_seg_file_name", "segments_info")}
-        common = dict(image_format="RGB", ignore_label=255, size_divisibility=-1)
-        reference = DatasetMapper(is_train=True, augmentations=augmentations(height), image_format="RGB")
-        candidates = {
-            "mask_former_semantic": (MaskFormerSemanticDatasetMapper(augmentations=augmentations(height), num_classes=19, **common), semantic_record),
-            "mask_former_semantic (no checks)": (MaskFormerSemanticDatasetMapper(augmentations=augmentations(height), **common), semantic_record),
-            "mask_former_panoptic": (MaskFormerPanopticDatasetMapper(augmentations=augmentations(height), num_classes=19, **common), record),
+        semantic_record = {
+            k: v for k, v in record.items() if k not in ("pan_seg_file_name", "segments_info")
         }
-        print(f"record {height}x{width}, {len(record['segments_info'])} segments, {args.repeats} repeats (median)")
+        common = dict(image_format="RGB", ignore_label=255, size_divisibility=-1)
+        reference = DatasetMapper(
+            is_train=True, augmentations=augmentations(height), image_format="RGB"
+        )
+        candidates = {
+            "mask_former_semantic": (
+                MaskFormerSemanticDatasetMapper(
+                    augmentations=augmentations(height), num_classes=19, **common
+                ),
+                semantic_record,
+            ),
+            "mask_former_semantic (no checks)": (
+                MaskFormerSemanticDatasetMapper(augmentations=augmentations(height), **common),
+                semantic_record,
+            ),
+            "mask_former_panoptic": (
+                MaskFormerPanopticDatasetMapper(
+                    augmentations=augmentations(height), num_classes=19, **common
+                ),
+                record,
+            ),
+        }
+        print(
+            f"record {height}x{width}, {len(record['segments_info'])} segments, {args.repeats} repeats (median)"
+        )
         print(f"{'mapper':34s} {'time (ms)':>10s} {'reference (ms)':>15s} {'ratio':>6s}")
         for name, (mapper, rec) in candidates.items():
             timed(mapper, rec), timed(reference, semantic_record)  # warm-up

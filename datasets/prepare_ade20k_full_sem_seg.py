@@ -41,7 +41,9 @@ def ade20k_full_label(seg_png: np.ndarray) -> np.ndarray:
     return _LOOKUP[object_index]
 
 
-def shrink(image: np.ndarray, label: np.ndarray, max_short_side: int = MAX_SHORT_SIDE) -> Tuple[np.ndarray, np.ndarray]:
+def shrink(
+    image: np.ndarray, label: np.ndarray, max_short_side: int = MAX_SHORT_SIDE
+) -> Tuple[np.ndarray, np.ndarray]:
     """Resize so that the shorter side is at most `max_short_side` (bilinear image,
     nearest label); smaller images are returned unchanged."""
     h, w = label.shape
@@ -79,7 +81,9 @@ def convert_split(src_dir: str, out_images: str, out_labels: str):
         except ValueError as e:
             raise SystemExit(f"{seg_path}: {e}")
         if label.shape != image.shape[:2]:
-            raise SystemExit(f"'{seg_path}' is {label.shape[::-1]} (WxH) but '{jpg}' is {image.shape[1::-1]}.")
+            raise SystemExit(
+                f"'{seg_path}' is {label.shape[::-1]} (WxH) but '{jpg}' is {image.shape[1::-1]}."
+            )
         image, label = shrink(image, label)
         atomic_save_image(image, os.path.join(out_images, stem + ".jpg"), "JPEG")
         atomic_save_image(label, label_path, "TIFF")

@@ -38,7 +38,10 @@ def ade20k_instances(instance_png: np.ndarray, where: str) -> List[Tuple[int, np
             continue
         mask = indices == index
         instance_classes = np.unique(classes[mask])
-        if len(instance_classes) != 1 or int(instance_classes[0]) not in ADE20K_INSTANCE_TO_SEMANTIC:
+        if (
+            len(instance_classes) != 1
+            or int(instance_classes[0]) not in ADE20K_INSTANCE_TO_SEMANTIC
+        ):
             raise ValueError(
                 f"{where}: instance {int(index)} has instance-class values "
                 f"{instance_classes.tolist()}; expected exactly one in 1..100."
@@ -69,14 +72,24 @@ def build_instance_json(image_dir: str, instance_dir: str) -> dict:
             raise SystemExit(f"Instance annotation '{png_path}' of image '{name}' is missing.")
         instance_png = np.asarray(Image.open(png_path).convert("RGB"))
         if instance_png.shape[:2] != (height, width):
-            raise SystemExit(f"'{png_path}' is {instance_png.shape[1]}x{instance_png.shape[0]}, its image {width}x{height}.")
+            raise SystemExit(
+                f"'{png_path}' is {instance_png.shape[1]}x{instance_png.shape[0]}, "
+                f"its image {width}x{height}."
+            )
         for category_id, mask in ade20k_instances(instance_png, png_path):
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
-                 "iscrowd": 0, **mask_annotation(mask)}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": category_id,
+                    "iscrowd": 0,
+                    **mask_annotation(mask),
+                }
             )
     categories = [
-        {"id": c["id"], "name": c["name"], "color": c["color"]} for c in ade20k_150_categories() if c["isthing"]
+        {"id": c["id"], "name": c["name"], "color": c["color"]}
+        for c in ade20k_150_categories()
+        if c["isthing"]
     ]
     return {"images": images, "annotations": annotations, "categories": categories}
 
@@ -88,7 +101,10 @@ def main():
         instance_dir = os.path.join(base, "annotations_instance", dirname)
         require_dir(image_dir, "ADE20K images")
         require_dir(instance_dir, "ADE20K instance annotations (annotations_instance.tar)")
-        atomic_save_json(build_instance_json(image_dir, instance_dir), os.path.join(base, f"ade20k_instance_{split}.json"))
+        atomic_save_json(
+            build_instance_json(image_dir, instance_dir),
+            os.path.join(base, f"ade20k_instance_{split}.json"),
+        )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,18 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prepare_ade20k_ins_seg import ade20k_instances  # noqa: E402
-from prepare_utils import atomic_save_json, atomic_save_png, dataset_root, progress, require_dir  # noqa: E402
+from prepare_utils import (
+    atomic_save_json,
+    atomic_save_png,
+    dataset_root,
+    progress,
+    require_dir,
+)  # noqa: E402
 
-from mask2former.data.datasets.ade20k_categories import ADE20K_150_THING_IDS, ade20k_150_categories  # noqa: E402
+from mask2former.data.datasets.ade20k_categories import (
+    ADE20K_150_THING_IDS,
+    ade20k_150_categories,
+)  # noqa: E402
 
 _THINGS = set(ADE20K_150_THING_IDS)
 
@@ -32,14 +41,19 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
     return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
 
 
-def ade20k_panoptic(semantic_png: np.ndarray, instance_png: np.ndarray, where: str) -> Tuple[np.ndarray, List[dict]]:
+def ade20k_panoptic(
+    semantic_png: np.ndarray, instance_png: np.ndarray, where: str
+) -> Tuple[np.ndarray, List[dict]]:
     """Panoptic (H, W) int32 segment-id map (0 = unlabelled) and segments_info of one image.
 
     semantic_png: (H, W) uint8 original ADE20K labels (0 other, 1..150).
     instance_png: (H, W, 3) uint8 instance annotation.
     """
     if semantic_png.shape != instance_png.shape[:2]:
-        raise ValueError(f"{where}: semantic {semantic_png.shape} and instance {instance_png.shape[:2]} sizes differ")
+        raise ValueError(
+            f"{where}: semantic {semantic_png.shape} and instance {instance_png.shape[:2]} "
+            "sizes differ"
+        )
     segment_ids = np.zeros(semantic_png.shape, np.int32)
     categories = []
     for label in np.unique(semantic_png):
@@ -61,10 +75,15 @@ def ade20k_panoptic(semantic_png: np.ndarray, instance_png: np.ndarray, where: s
             continue  # a stuff segment entirely covered by things
         ys, xs = np.nonzero(mask)
         x0, y0 = int(xs.min()), int(ys.min())
-        segments_info.append({
-            "id": segment_id, "category_id": category_id, "iscrowd": 0, "area": int(mask.sum()),
-            "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-        })
+        segments_info.append(
+            {
+                "id": segment_id,
+                "category_id": category_id,
+                "iscrowd": 0,
+                "area": int(mask.sum()),
+                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+            }
+        )
     return segment_ids, segments_info
 
 
@@ -81,7 +100,9 @@ def build_panoptic(image_dir: str, semantic_dir: str, instance_dir: str, out_dir
                 raise SystemExit(f"Annotation '{path}' of image '{name}' is missing.")
         semantic_png = np.asarray(Image.open(sem_path))
         if semantic_png.shape != (height, width):
-            raise SystemExit(f"'{sem_path}' has shape {semantic_png.shape}, its image is {height}x{width}.")
+            raise SystemExit(
+                f"'{sem_path}' has shape {semantic_png.shape}, its image is {height}x{width}."
+            )
         try:
             segment_ids, segments_info = ade20k_panoptic(
                 semantic_png, np.asarray(Image.open(ins_path).convert("RGB")), ins_path
@@ -90,14 +111,19 @@ def build_panoptic(image_dir: str, semantic_dir: str, instance_dir: str, out_dir
             raise SystemExit(str(e))
         atomic_save_png(id_to_rgb(segment_ids), os.path.join(out_dir, image_id + ".png"))
         images.append({"id": image_id, "file_name": name, "width": width, "height": height})
-        annotations.append({"image_id": image_id, "file_name": image_id + ".png", "segments_info": segments_info})
+        annotations.append(
+            {"image_id": image_id, "file_name": image_id + ".png", "segments_info": segments_info}
+        )
     return {"images": images, "annotations": annotations, "categories": ade20k_150_categories()}
 
 
 def main():
     base = os.path.join(dataset_root(), "ADEChallengeData2016")
     for split, dirname in (("train", "training"), ("val", "validation")):
-        dirs = [os.path.join(base, sub, dirname) for sub in ("images", "annotations", "annotations_instance")]
+        dirs = [
+            os.path.join(base, sub, dirname)
+            for sub in ("images", "annotations", "annotations_instance")
+        ]
         for d in dirs:
             require_dir(d, "ADE20K")
         data = build_panoptic(*dirs, out_dir=os.path.join(base, f"ade20k_panoptic_{split}"))

@@ -16,7 +16,13 @@ import numpy as np
 from scipy.io import loadmat
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_utils import atomic_copy, atomic_save_png, dataset_root, progress, require_dir  # noqa: E402
+from prepare_utils import (
+    atomic_copy,
+    atomic_save_png,
+    dataset_root,
+    progress,
+    require_dir,
+)  # noqa: E402
 
 from mask2former.data.datasets.coco_stuff_categories import COCO_STUFF_CATEGORIES  # noqa: E402
 
@@ -39,7 +45,9 @@ def coco_stuff_label(label: np.ndarray, where: str) -> np.ndarray:
 def convert_split(base: str, split: str):
     list_file = os.path.join(base, "imageLists", f"{split}.txt")
     if not os.path.exists(list_file):
-        raise SystemExit(f"Image list '{list_file}' not found (it is part of cocostuff-10k-v1.1.zip).")
+        raise SystemExit(
+            f"Image list '{list_file}' not found (it is part of cocostuff-10k-v1.1.zip)."
+        )
     with open(list_file) as f:
         stems = [line.strip() for line in f if line.strip()]
     out_images = os.path.join(base, "images_detectron2", split)

@@ -1,4 +1,5 @@
 """Helpers shared by the dataset preparation scripts: atomic writes and progress."""
+
 import json
 import os
 import tempfile

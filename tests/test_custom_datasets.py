@@ -1,4 +1,5 @@
 """Custom-data helpers end to end on generated files: register, load, map."""
+
 import json
 import uuid
 
@@ -57,7 +58,9 @@ def test_semantic_folder_end_to_end(tmp_path, dataset_name):
         mask[0] = 255
         Image.fromarray(mask).save(tmp_path / "masks" / f"{stem}.png")
 
-    register_semantic_folder(dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["apple", "pear"])
+    register_semantic_folder(
+        dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["apple", "pear"]
+    )
     meta = MetadataCatalog.get(dataset_name)
     assert meta.evaluator_type == "sem_seg" and meta.ignore_label == 255
     assert meta.stuff_classes == ["apple", "pear"] and len(meta.stuff_colors) == 2
@@ -77,14 +80,20 @@ def test_semantic_folder_argument_errors(tmp_path, dataset_name):
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
     with pytest.raises(FileNotFoundError, match="mask_dir"):
-        register_semantic_folder(dataset_name, str(tmp_path / "images"), str(tmp_path / "nope"), ["a"])
+        register_semantic_folder(
+            dataset_name, str(tmp_path / "images"), str(tmp_path / "nope"), ["a"]
+        )
     with pytest.raises(ValueError, match="ignore_label 0"):
-        register_semantic_folder(dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["a"], ignore_label=0)
+        register_semantic_folder(
+            dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["a"], ignore_label=0
+        )
     register_semantic_folder(dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["a"])
     with pytest.raises(ValueError, match="no image"):
         DatasetCatalog.get(dataset_name)  # empty folders
     with pytest.raises(ValueError, match="already registered"):
-        register_semantic_folder(dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["a"])
+        register_semantic_folder(
+            dataset_name, str(tmp_path / "images"), str(tmp_path / "masks"), ["a"]
+        )
 
 
 def coco_instance_json(path, category_ids=(3, 9), annotation_category=9, images=True):
@@ -95,10 +104,24 @@ def coco_instance_json(path, category_ids=(3, 9), annotation_category=9, images=
     data = {
         "images": [{"id": 1, "file_name": "a.jpg", "height": 16, "width": 20}] if images else [],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 0, "bbox": [1, 1, 5, 5], "area": 25,
-             "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]},
-            {"id": 2, "image_id": 1, "category_id": annotation_category, "iscrowd": 0, "bbox": [10, 4, 8, 8],
-             "area": 64, "segmentation": rle},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 3,
+                "iscrowd": 0,
+                "bbox": [1, 1, 5, 5],
+                "area": 25,
+                "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]],
+            },
+            {
+                "id": 2,
+                "image_id": 1,
+                "category_id": annotation_category,
+                "iscrowd": 0,
+                "bbox": [10, 4, 8, 8],
+                "area": 64,
+                "segmentation": rle,
+            },
         ],
         "categories": [{"id": c, "name": f"part{c}"} for c in category_ids],
     }
@@ -156,16 +179,28 @@ def test_coco_panoptic_end_to_end(tmp_path, dataset_name, with_sem_seg):
     Image.fromarray(semantic).save(tmp_path / "semantic" / "a.png")
     data = {
         "images": [{"id": 5, "file_name": "a.jpg", "height": 16, "width": 20}],
-        "annotations": [{"image_id": 5, "file_name": "a.png", "segments_info": [
-            {"id": 7, "category_id": 3, "iscrowd": 0},
-            {"id": 1000, "category_id": 50, "iscrowd": 0},
-        ]}],
-        "categories": [{"id": 50, "name": "road", "isthing": 0}, {"id": 3, "name": "car", "isthing": 1}],
+        "annotations": [
+            {
+                "image_id": 5,
+                "file_name": "a.png",
+                "segments_info": [
+                    {"id": 7, "category_id": 3, "iscrowd": 0},
+                    {"id": 1000, "category_id": 50, "iscrowd": 0},
+                ],
+            }
+        ],
+        "categories": [
+            {"id": 50, "name": "road", "isthing": 0},
+            {"id": 3, "name": "car", "isthing": 1},
+        ],
     }
     (tmp_path / "panoptic.json").write_text(json.dumps(data))
 
     register_coco_panoptic_dataset(
-        dataset_name, str(tmp_path / "images"), str(tmp_path / "panoptic"), str(tmp_path / "panoptic.json"),
+        dataset_name,
+        str(tmp_path / "images"),
+        str(tmp_path / "panoptic"),
+        str(tmp_path / "panoptic.json"),
         sem_seg_root=str(tmp_path / "semantic") if with_sem_seg else None,
     )
     meta = MetadataCatalog.get(dataset_name)
@@ -175,7 +210,10 @@ def test_coco_panoptic_end_to_end(tmp_path, dataset_name, with_sem_seg):
     assert meta.stuff_dataset_id_to_contiguous_id == {3: 0, 50: 1}
     (record,) = DatasetCatalog.get(dataset_name)
     assert record["height"] == 16 and ("sem_seg_file_name" in record) == with_sem_seg
-    assert {(s["category_id"], s["isthing"]) for s in record["segments_info"]} == {(0, True), (1, False)}
+    assert {(s["category_id"], s["isthing"]) for s in record["segments_info"]} == {
+        (0, True),
+        (1, False),
+    }
     for mapper_name in ("mask_former_panoptic", "coco_panoptic_lsj"):
         out = mapper_for(dataset_name, mapper_name)(record)
         assert out["instances"].gt_classes.tolist() == [0, 1]
@@ -188,10 +226,14 @@ def test_coco_panoptic_unknown_category(tmp_path, dataset_name):
         (tmp_path / sub).mkdir()
     data = {
         "images": [],
-        "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 1, "category_id": 8}]}],
+        "annotations": [
+            {"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 1, "category_id": 8}]}
+        ],
         "categories": [{"id": 1, "name": "x", "isthing": 1}],
     }
     (tmp_path / "p.json").write_text(json.dumps(data))
-    register_coco_panoptic_dataset(dataset_name, str(tmp_path / "images"), str(tmp_path / "panoptic"), str(tmp_path / "p.json"))
+    register_coco_panoptic_dataset(
+        dataset_name, str(tmp_path / "images"), str(tmp_path / "panoptic"), str(tmp_path / "p.json")
+    )
     with pytest.raises(ValueError, match="p.json.*category_id 8"):
         DatasetCatalog.get(dataset_name)

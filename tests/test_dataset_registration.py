@@ -1,4 +1,5 @@
 """Registration of the published datasets: names, metadata, errors, no disk access."""
+
 import json
 import os
 import subprocess
@@ -35,8 +36,16 @@ OUR_NAMES = [
 ]
 
 PANOPTIC_KEYS = {
-    "evaluator_type", "ignore_label", "label_divisor", "image_root", "panoptic_root", "panoptic_json",
-    "thing_classes", "stuff_classes", "thing_dataset_id_to_contiguous_id", "stuff_dataset_id_to_contiguous_id",
+    "evaluator_type",
+    "ignore_label",
+    "label_divisor",
+    "image_root",
+    "panoptic_root",
+    "panoptic_json",
+    "thing_classes",
+    "stuff_classes",
+    "thing_dataset_id_to_contiguous_id",
+    "stuff_dataset_id_to_contiguous_id",
 }
 
 
@@ -70,7 +79,12 @@ def test_our_names_and_metadata():
             assert PANOPTIC_KEYS <= set(meta), (name, PANOPTIC_KEYS - set(meta))
             assert "sem_seg_root" in meta
         elif "instance" in name:
-            assert {"json_file", "image_root", "thing_classes", "thing_dataset_id_to_contiguous_id"} <= set(meta)
+            assert {
+                "json_file",
+                "image_root",
+                "thing_classes",
+                "thing_dataset_id_to_contiguous_id",
+            } <= set(meta)
         else:
             assert {"sem_seg_root", "image_root", "stuff_classes", "ignore_label"} <= set(meta)
 
@@ -135,11 +149,15 @@ def test_mapillary_vistas_metadata():
         ("ade20k_full_sem_seg_val", "ADE20K_2021_17_01"),
     ],
 )
-def test_loading_a_missing_dataset_names_the_folder_and_readme(name, missing, tmp_path, monkeypatch):
+def test_loading_a_missing_dataset_names_the_folder_and_readme(
+    name, missing, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # the default root "datasets" is relative to the cwd
     root = MetadataCatalog.get(name).image_root
     if os.path.isabs(root):
-        pytest.skip(f"DETECTRON2_DATASETS is set to an absolute path ({root}); this checks the default")
+        pytest.skip(
+            f"DETECTRON2_DATASETS is set to an absolute path ({root}); this checks the default"
+        )
     with pytest.raises(DatasetNotFoundError) as info:
         DatasetCatalog.get(name)
     message = str(info.value)
@@ -176,7 +194,14 @@ assert "ade20k_panoptic_val" in DatasetCatalog.list()
 print("TOUCHED", touched)
 """
     env = {**os.environ, "DETECTRON2_DATASETS": str(root)}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TOUCHED []" in proc.stdout
     assert not root.exists()

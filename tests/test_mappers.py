@@ -1,4 +1,5 @@
 """Dataset mappers on small generated images and labels in the real file formats."""
+
 import logging
 
 import numpy as np
@@ -131,7 +132,10 @@ def test_semantic_shapes_dtypes_padding_and_ignore(two_halves):
 
 def test_semantic_flip_keeps_image_and_labels_aligned(two_halves):
     mapper = MaskFormerSemanticDatasetMapper(
-        augmentations=[T.RandomFlip(prob=1.0)], image_format="RGB", ignore_label=255, size_divisibility=-1
+        augmentations=[T.RandomFlip(prob=1.0)],
+        image_format="RGB",
+        ignore_label=255,
+        size_divisibility=-1,
     )
     out = mapper(semantic_record(two_halves))
     sem = out["sem_seg"]
@@ -153,11 +157,15 @@ def test_semantic_crop_retries_until_no_category_dominates(tmp_path):
     sem[:, 38:] = 255
     Image.fromarray(sem).save(tmp_path / "sem.png")
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "img.png")
-    record = {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png")}
+    record = {
+        "file_name": str(tmp_path / "img.png"),
+        "sem_seg_file_name": str(tmp_path / "sem.png"),
+    }
 
     def fraction_balanced(max_area, trials=20):
         cfg = make_cfg(
-            "mask_former_semantic", **{"CROP.ENABLED": True, "CROP.TYPE": "absolute", "CROP.SIZE": [20, 20]}
+            "mask_former_semantic",
+            **{"CROP.ENABLED": True, "CROP.TYPE": "absolute", "CROP.SIZE": [20, 20]}
         )
         cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = max_area
         cfg.INPUT.RANDOM_FLIP = "none"
@@ -197,7 +205,9 @@ def test_semantic_all_ignored_gives_empty_instances(tmp_path):
     mapper = MaskFormerSemanticDatasetMapper(
         augmentations=[], image_format="RGB", ignore_label=255, size_divisibility=-1
     )
-    out = mapper({"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png")})
+    out = mapper(
+        {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png")}
+    )
     assert len(out["instances"]) == 0
     assert out["instances"].gt_masks.tensor.shape == (0, 8, 8)
 
@@ -210,10 +220,15 @@ def test_semantic_16bit_labels(tmp_path):
     Image.fromarray(labels).save(tmp_path / "sem.tif")
     Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "img.png")
     mapper = MaskFormerSemanticDatasetMapper(
-        augmentations=[T.ResizeShortestEdge(20, 1000)], image_format="RGB", ignore_label=65535,
-        size_divisibility=-1, num_classes=847,
+        augmentations=[T.ResizeShortestEdge(20, 1000)],
+        image_format="RGB",
+        ignore_label=65535,
+        size_divisibility=-1,
+        num_classes=847,
     )
-    out = mapper({"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.tif")})
+    out = mapper(
+        {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.tif")}
+    )
     assert out["sem_seg"].shape == (20, 24)
     assert set(torch.unique(out["sem_seg"]).tolist()) == {300, 846, 65535}
     assert sorted(out["instances"].gt_classes.tolist()) == [300, 846]
@@ -257,7 +272,10 @@ def test_panoptic_skips_crowd_and_checks_categories(two_halves):
 
 def test_panoptic_flip_consistency(two_halves):
     mapper = MaskFormerPanopticDatasetMapper(
-        augmentations=[T.RandomFlip(prob=1.0)], image_format="RGB", ignore_label=255, size_divisibility=-1
+        augmentations=[T.RandomFlip(prob=1.0)],
+        image_format="RGB",
+        ignore_label=255,
+        size_divisibility=-1,
     )
     out = mapper(panoptic_record(two_halves, with_sem_seg=False))
     red_mask, blue_mask = out["instances"].gt_masks.tensor
@@ -326,7 +344,12 @@ def test_coco_instance_lsj_boxes(two_halves):
     assert inst.gt_boxes.tensor.shape == (2, 4)
     for box, mask in zip(inst.gt_boxes.tensor, inst.gt_masks.tensor):
         ys, xs = torch.nonzero(mask, as_tuple=True)
-        assert box.tolist() == [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert box.tolist() == [
+            xs.min().item(),
+            ys.min().item(),
+            xs.max().item() + 1,
+            ys.max().item() + 1,
+        ]
 
 
 def test_instance_bad_annotations(two_halves):
@@ -408,7 +431,10 @@ def test_grayscale_and_rgba_images_are_converted_and_logged(tmp_path, mode, capl
     mapper = MaskFormerSemanticDatasetMapper(
         augmentations=[], image_format="BGR", ignore_label=255, size_divisibility=-1
     )
-    record = {"file_name": str(tmp_path / "img.png"), "sem_seg_file_name": str(tmp_path / "sem.png")}
+    record = {
+        "file_name": str(tmp_path / "img.png"),
+        "sem_seg_file_name": str(tmp_path / "sem.png"),
+    }
     with caplog.at_level(logging.WARNING):
         out = mapper(record)
         mapper(record)
@@ -431,11 +457,18 @@ def test_build_dataset_mapper_names_and_test_time():
 
 
 def test_published_configs_build_their_mapper_augmentations():
-    cfg = make_cfg("mask_former_semantic", COLOR_AUG_SSD=True, **{"CROP.ENABLED": True, "CROP.TYPE": "absolute", "CROP.SIZE": [512, 512]})
+    cfg = make_cfg(
+        "mask_former_semantic",
+        COLOR_AUG_SSD=True,
+        **{"CROP.ENABLED": True, "CROP.TYPE": "absolute", "CROP.SIZE": [512, 512]}
+    )
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     augs = build_dataset_mapper(cfg, True).augmentations.augs
     assert [type(a).__name__ for a in augs] == [
-        "ResizeShortestEdge", "RandomCrop_CategoryAreaConstraint", "ColorAugSSD", "RandomFlip"
+        "ResizeShortestEdge",
+        "RandomCrop_CategoryAreaConstraint",
+        "ColorAugSSD",
+        "RandomFlip",
     ]
     cfg.INPUT.DATASET_MAPPER_NAME = "mask_former_instance"
     augs = build_dataset_mapper(cfg, True).augmentations.augs
@@ -457,7 +490,9 @@ def test_color_aug_ssd_changes_colours_only():
 
     np.random.seed(1)
     aug = ColorAugSSD("RGB")
-    changed = sum(not np.array_equal(aug.get_transform(image).apply_image(image), image) for _ in range(10))
+    changed = sum(
+        not np.array_equal(aug.get_transform(image).apply_image(image), image) for _ in range(10)
+    )
     assert changed >= 8  # each of 4 steps fires with probability 1/2
     with pytest.raises(ValueError, match="FORMAT"):
         ColorAugSSD("YUV-BT.601")

@@ -1,5 +1,6 @@
 """Dataset preparation scripts on tiny inputs in the real formats, then loaded back
 through the published dataset names."""
+
 import importlib.util
 import json
 import os
@@ -93,7 +94,11 @@ def test_ade20k_instance_errors_and_annotations():
 def test_coco_semantic_from_panoptic():
     ids = np.array([[1, 1, 2], [0, 3, 3]])
     rgb = np.stack([ids % 256, ids // 256, np.zeros_like(ids)], -1).astype(np.uint8)
-    segments = [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 92}, {"id": 3, "category_id": 200, "iscrowd": 1}]
+    segments = [
+        {"id": 1, "category_id": 1},
+        {"id": 2, "category_id": 92},
+        {"id": 3, "category_id": 200, "iscrowd": 1},
+    ]
     mapping = {1: 0, 92: 80, 200: 132}
     out = coco_sem.semantic_from_panoptic(rgb, segments, mapping, "p.png")
     assert out.dtype == np.uint8 and out.tolist() == [[0, 0, 80], [255, 132, 132]]
@@ -118,7 +123,9 @@ def test_ade20k_full_label_and_shrink():
     image = np.zeros((600, 900, 3), np.uint8)
     label = np.zeros((600, 900), np.uint16)
     image2, label2 = ade_full.shrink(image, label)
-    assert image2.shape == (512, 768, 3) and label2.shape == (512, 768) and label2.dtype == np.uint16
+    assert (
+        image2.shape == (512, 768, 3) and label2.shape == (512, 768) and label2.dtype == np.uint16
+    )
     small = np.zeros((100, 700), np.uint16)
     assert ade_full.shrink(image[:100, :700], small)[1] is small
 
@@ -166,7 +173,9 @@ def write_tiny_ade20k(root: Path):
         for sub in ("images", "annotations", "annotations_instance"):
             (base / sub / dirname).mkdir(parents=True)
         for stem in (f"ADE_{dirname}_1", f"ADE_{dirname}_2"):
-            Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(base / "images" / dirname / f"{stem}.jpg")
+            Image.fromarray(np.full((12, 16, 3), 90, np.uint8)).save(
+                base / "images" / dirname / f"{stem}.jpg"
+            )
             Image.fromarray(semantic).save(base / "annotations" / dirname / f"{stem}.png")
             Image.fromarray(instance).save(base / "annotations_instance" / dirname / f"{stem}.png")
 
@@ -184,10 +193,22 @@ def write_tiny_coco(root: Path):
     Image.fromarray(np.zeros((10, 14, 3), np.uint8)).save(base / "val2017" / "000000000001.jpg")
     panoptic = {
         "images": [{"id": 1, "file_name": "000000000001.jpg", "height": 10, "width": 14}],
-        "annotations": [{"image_id": 1, "file_name": "000000000001.png", "segments_info": [
-            {"id": 5, "category_id": 1, "iscrowd": 0, "area": 70, "bbox": [0, 0, 7, 10]},
-            {"id": 300, "category_id": 187, "iscrowd": 0, "area": 70, "bbox": [7, 0, 7, 10]},
-        ]}],
+        "annotations": [
+            {
+                "image_id": 1,
+                "file_name": "000000000001.png",
+                "segments_info": [
+                    {"id": 5, "category_id": 1, "iscrowd": 0, "area": 70, "bbox": [0, 0, 7, 10]},
+                    {
+                        "id": 300,
+                        "category_id": 187,
+                        "iscrowd": 0,
+                        "area": 70,
+                        "bbox": [7, 0, 7, 10],
+                    },
+                ],
+            }
+        ],
         "categories": COCO_CATEGORIES,
     }
     (base / "annotations" / "panoptic_val2017.json").write_text(json.dumps(panoptic))
@@ -255,10 +276,22 @@ for name, mapper_name in [("ade20k_panoptic_val", "mask_former_panoptic"),
 print("RESULT" + json.dumps(out))
 """
     env = {**os.environ, "DETECTRON2_DATASETS": str(root)}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT")[-1])
-    assert result["ade20k_sem_seg_val"] == result["ade20k_panoptic_val"] == result["ade20k_instance_val"] == 2
+    assert (
+        result["ade20k_sem_seg_val"]
+        == result["ade20k_panoptic_val"]
+        == result["ade20k_instance_val"]
+        == 2
+    )
     assert result["ade20k_panoptic_val:classes"] == [WALL, BED]
     assert result["ade20k_instance_val:classes"] == [0]  # bed is the first instance class
     assert result["coco_2017_val_panoptic_with_sem_seg:classes"] == [0, sky]

@@ -1,4 +1,5 @@
 """Dataset mappers: turn a dataset record into the tensors Mask2Former trains on."""
+
 from .build import DATASET_MAPPER_REGISTRY, build_dataset_mapper, dataset_metadata
 from .mask_former_instance import COCOInstanceLSJDatasetMapper, MaskFormerInstanceDatasetMapper
 from .mask_former_panoptic import COCOPanopticLSJDatasetMapper, MaskFormerPanopticDatasetMapper

@@ -8,6 +8,7 @@ Two recipes exist:
 - `build_lsj_augmentations`: large-scale jitter (flip, random rescale of a square
   IMAGE_SIZE canvas by MIN_SCALE..MAX_SCALE, fixed-size crop/pad). Used by COCO.
 """
+
 from typing import List
 
 import cv2
@@ -96,7 +97,9 @@ class ColorAugSSD(T.Augmentation):
         def coin():
             return self._rand_range() < 0.5
 
-        brightness = self._rand_range(-self.brightness_delta, self.brightness_delta) if coin() else 0.0
+        brightness = (
+            self._rand_range(-self.brightness_delta, self.brightness_delta) if coin() else 0.0
+        )
         contrast_first = coin()
         contrast = self._rand_range(*self.contrast_range) if coin() else 1.0
         saturation = self._rand_range(*self.saturation_range) if coin() else 1.0
@@ -169,4 +172,3 @@ def _flip(cfg) -> List[T.Augmentation]:
             vertical=cfg.INPUT.RANDOM_FLIP == "vertical",
         )
     ]
-

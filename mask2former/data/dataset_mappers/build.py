@@ -1,4 +1,5 @@
 """Choosing a dataset mapper by `cfg.INPUT.DATASET_MAPPER_NAME`."""
+
 from typing import Callable, Dict
 
 from detectron2.data import DatasetMapper, MetadataCatalog

@@ -5,6 +5,7 @@ whose size differs from its image, or a label outside the class list stops train
 a message saying which file and which field are wrong, instead of silently producing a
 wrong target.
 """
+
 import logging
 import os
 from typing import Optional, Sequence
@@ -23,7 +24,6 @@ __all__ = [
     "check_label_values",
     "check_category_ids",
     "check_record_size",
-    "record_file_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,9 @@ def read_panoptic_png(file_name: str, field: str = "pan_seg_file_name") -> np.nd
     return np.asarray(png)
 
 
-def check_same_size(label: np.ndarray, image: np.ndarray, file_name: str, field: str, image_file: str):
+def check_same_size(
+    label: np.ndarray, image: np.ndarray, file_name: str, field: str, image_file: str
+):
     """Raise if `label` (H, W[, C]) does not cover `image` (H, W, 3) pixel for pixel."""
     if tuple(label.shape[:2]) != tuple(image.shape[:2]):
         raise ValueError(
@@ -137,11 +139,6 @@ def check_category_ids(
             f"{field} of '{file_name}' uses category ids {bad[:10]} outside the "
             f"{num_classes} classes of the dataset's metadata."
         )
-
-
-def record_file_name(dataset_dict: dict) -> str:
-    """The name to quote in an error about `dataset_dict`."""
-    return str(dataset_dict.get("file_name", dataset_dict.get("image_id", "<unnamed record>")))
 
 
 def check_record_size(dataset_dict: dict, image: np.ndarray):

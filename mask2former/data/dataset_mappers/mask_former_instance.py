@@ -1,4 +1,5 @@
 """Training mappers for instance segmentation (`mask_former_instance`, `coco_instance_lsj`)."""
+
 import copy
 from typing import List, Optional
 
@@ -14,12 +15,19 @@ from .augmentations import build_lsj_augmentations, build_mask_former_augmentati
 from .build import dataset_metadata, register_mapper
 from .inputs import check_category_ids, check_record_size, read_image_checked
 from .mask_former_semantic import IMAGE_PAD_VALUE
-from .targets import image_to_tensor, instances_from_masks, pad_bottom_right, padding_to_divisibility
+from .targets import (
+    image_to_tensor,
+    instances_from_masks,
+    pad_bottom_right,
+    padding_to_divisibility,
+)
 
 __all__ = ["MaskFormerInstanceDatasetMapper", "COCOInstanceLSJDatasetMapper"]
 
 
-def _segmentation_to_mask(segm, transforms: T.TransformList, image_size, out_size, where: str) -> np.ndarray:
+def _segmentation_to_mask(
+    segm, transforms: T.TransformList, image_size, out_size, where: str
+) -> np.ndarray:
     """Rasterise one annotation's "segmentation" (polygons, RLE or (H, W) array, in the
     original image's coordinates) after `transforms`, as an (H', W') uint8 mask."""
     height, width = image_size
@@ -40,10 +48,14 @@ def _segmentation_to_mask(segm, transforms: T.TransformList, image_size, out_siz
         mask = mask_util.decode(segm)
     elif isinstance(segm, np.ndarray):
         if segm.shape != (height, width):
-            raise ValueError(f"{where}: mask of shape {segm.shape} differs from the image's ({height}, {width}).")
+            raise ValueError(
+                f"{where}: mask of shape {segm.shape} differs from the image's ({height}, {width})."
+            )
         mask = segm.astype(np.uint8)
     else:
-        raise ValueError(f"{where}: 'segmentation' must be polygons, RLE or a mask, got {type(segm)}.")
+        raise ValueError(
+            f"{where}: 'segmentation' must be polygons, RLE or a mask, got {type(segm)}."
+        )
     return transforms.apply_segmentation(mask)
 
 
@@ -116,7 +128,9 @@ class MaskFormerInstanceDatasetMapper:
                     f"An annotation of '{file_name}' lacks 'segmentation' or 'category_id' "
                     f"(keys: {sorted(a)})."
                 )
-        check_category_ids([a["category_id"] for a in annotations], self.num_classes, file_name, "annotations")
+        check_category_ids(
+            [a["category_id"] for a in annotations], self.num_classes, file_name, "annotations"
+        )
 
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
@@ -124,12 +138,19 @@ class MaskFormerInstanceDatasetMapper:
         out_size = tuple(image_t.shape[-2:])
         masks = [
             _segmentation_to_mask(
-                a["segmentation"], transforms, image.shape[:2], out_size,
+                a["segmentation"],
+                transforms,
+                image.shape[:2],
+                out_size,
                 f"annotations[{i}].segmentation of '{file_name}'",
             )
             for i, a in enumerate(annotations)
         ]
-        masks = torch.as_tensor(np.stack(masks)) if masks else torch.zeros((0, *out_size), dtype=torch.uint8)
+        masks = (
+            torch.as_tensor(np.stack(masks))
+            if masks
+            else torch.zeros((0, *out_size), dtype=torch.uint8)
+        )
 
         pad = padding_to_divisibility(*out_size, self.size_divisibility)
         dataset_dict["image"] = pad_bottom_right(image_t, *pad, value=self.image_pad_value)

@@ -1,4 +1,5 @@
 """Training mappers for panoptic segmentation (`mask_former_panoptic`, `coco_panoptic_lsj`)."""
+
 import copy
 import numpy as np
 import torch
@@ -16,7 +17,9 @@ from .targets import instances_from_panoptic, pad_bottom_right
 __all__ = ["MaskFormerPanopticDatasetMapper", "COCOPanopticLSJDatasetMapper"]
 
 
-def semantic_from_panoptic(segment_ids: np.ndarray, segments_info: list, ignore_label: int) -> np.ndarray:
+def semantic_from_panoptic(
+    segment_ids: np.ndarray, segments_info: list, ignore_label: int
+) -> np.ndarray:
     """(H, W) float64 class map of a panoptic id map; unlabelled pixels get `ignore_label`.
 
     Crowd segments keep their class, as in the semantic labels derived for COCO.
@@ -96,4 +99,3 @@ class COCOPanopticLSJDatasetMapper(MaskFormerPanopticDatasetMapper):
         args["augmentations"] = build_lsj_augmentations(cfg)
         args["with_boxes"] = True
         return args
-

@@ -1,4 +1,5 @@
 """Training mapper for semantic segmentation (`mask_former_semantic`)."""
+
 import copy
 from typing import List, Optional
 
@@ -138,5 +139,7 @@ class MaskFormerSemanticDatasetMapper:
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         self.augmentations(aug_input)
         self._finish(dataset_dict, aug_input.image, aug_input.sem_seg)
-        dataset_dict["instances"] = instances_from_sem_seg(dataset_dict["sem_seg"], self.ignore_label)
+        dataset_dict["instances"] = instances_from_sem_seg(
+            dataset_dict["sem_seg"], self.ignore_label
+        )
         return dataset_dict

@@ -3,6 +3,7 @@
 Mask2Former is trained on (class, binary mask) pairs whatever the task, so semantic,
 panoptic and instance labels all end up as `Instances(gt_classes, gt_masks)`.
 """
+
 from typing import Iterable, Tuple
 
 import numpy as np

@@ -5,6 +5,7 @@ benchmark: label value v in the original PNGs is class v - 1). The 100 thing cla
 the classes of the ADE20K instance-segmentation benchmark, in the same order: instance
 class k (1-based, the R channel of `annotations_instance/*.png`) is the k-th thing.
 """
+
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
 __all__ = [

@@ -3,6 +3,7 @@
 One line per class, in training-id order (line i is class i): the ADE20K object index
 (the value of (R / 10) * 256 + G in the dataset's `*_seg.png` files) and the class name.
 """
+
 __all__ = ["ADE20K_FULL_CATEGORIES", "ADE20K_FULL_IGNORE_LABEL"]
 
 ADE20K_FULL_IGNORE_LABEL = 65535  # the labels are 16-bit TIFFs

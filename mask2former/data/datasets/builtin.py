@@ -5,6 +5,7 @@ describes each layout. Names that detectron2 already registers (coco_2017_*,
 coco_2017_*_panoptic, ade20k_sem_seg_*, cityscapes_fine_*) keep detectron2's
 registration; only metadata they lack (ADE20K colours) is added.
 """
+
 import os
 
 from detectron2.data import MetadataCatalog
@@ -15,7 +16,12 @@ from .ade20k_full_categories import ADE20K_FULL_CATEGORIES, ADE20K_FULL_IGNORE_L
 from .coco_stuff_categories import COCO_STUFF_CATEGORIES
 from .mapillary_vistas_categories import MAPILLARY_VISTAS_CATEGORIES, MAPILLARY_VISTAS_IGNORE_LABEL
 from .paths import dataset_root
-from .registration import panoptic_metadata, register_instances, register_panoptic, register_semantic
+from .registration import (
+    panoptic_metadata,
+    register_instances,
+    register_panoptic,
+    register_semantic,
+)
 
 __all__ = ["register_all_published"]
 
@@ -72,7 +78,9 @@ def _register_coco(root: str):
             sem_seg_root=os.path.join(root, f"coco/coco_stuff_10k/annotations_detectron2/{split}"),
             stuff_classes=[c["name"] for c in COCO_STUFF_CATEGORIES],
             stuff_colors=[c["color"] for c in COCO_STUFF_CATEGORIES],
-            stuff_dataset_id_to_contiguous_id={c["id"]: i for i, c in enumerate(COCO_STUFF_CATEGORIES)},
+            stuff_dataset_id_to_contiguous_id={
+                c["id"]: i for i, c in enumerate(COCO_STUFF_CATEGORIES)
+            },
             how_to_get=_HOW_TO_GET_COCO_STUFF,
         )
 

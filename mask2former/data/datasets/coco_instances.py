@@ -1,4 +1,5 @@
 """Loading COCO-format instance annotations with explicit category maps and clear errors."""
+
 from typing import Dict, List
 
 from detectron2.data.datasets import load_coco_json

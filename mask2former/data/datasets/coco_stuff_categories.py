@@ -2,6 +2,7 @@
 (ids 92..182), 171 in all. Label value v in the COCO-Stuff PNGs is category id v + 1
 (0-based ids), 255 is unlabeled.
 """
+
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 __all__ = ["COCO_STUFF_CATEGORIES"]

@@ -3,6 +3,7 @@
 Label value v in `labels/*.png` is class v; value 65 ("Unlabeled") is the ignore label.
 In the panoptic json, category id = class index + 1.
 """
+
 __all__ = ["MAPILLARY_VISTAS_CATEGORIES", "MAPILLARY_VISTAS_IGNORE_LABEL"]
 
 MAPILLARY_VISTAS_IGNORE_LABEL = 65

@@ -1,4 +1,5 @@
 """Loading COCO-format panoptic annotations (json + PNG folder) as detectron2 records."""
+
 import json
 import os
 from typing import Dict, List, Optional

@@ -3,6 +3,7 @@
 Registration only records paths; the folders are checked when a dataset is first loaded,
 so that `import mask2former` never touches the disk.
 """
+
 import os
 from typing import Dict
 

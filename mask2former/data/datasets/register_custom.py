@@ -7,6 +7,7 @@
 Unlike the published datasets, these helpers check their paths (and read the category
 list of a json) right away, so that a typo fails at registration, not mid-training.
 """
+
 import os
 from typing import Optional, Sequence
 
@@ -14,7 +15,12 @@ from detectron2.data import DatasetCatalog
 
 from .coco_instances import categories_of_coco_json
 from .panoptic_json import read_json
-from .registration import panoptic_metadata, register_instances, register_panoptic, register_semantic
+from .registration import (
+    panoptic_metadata,
+    register_instances,
+    register_panoptic,
+    register_semantic,
+)
 
 __all__ = [
     "register_coco_instances_dataset",

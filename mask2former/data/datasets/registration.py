@@ -3,6 +3,7 @@
 Shared by the published datasets and the custom-data helpers. Registration records paths
 and metadata only; files are read (and checked) when the dataset is first loaded.
 """
+
 import logging
 import os
 from typing import Callable, Dict, List, Optional, Sequence
@@ -123,9 +124,7 @@ def load_semantic_folder(
     """
 
     def by_stem(folder, ext):
-        return {
-            f[: -len(ext) - 1]: f for f in PathManager.ls(folder) if f.endswith("." + ext)
-        }
+        return {f[: -len(ext) - 1]: f for f in PathManager.ls(folder) if f.endswith("." + ext)}
 
     images, labels = by_stem(image_root, image_ext), by_stem(sem_seg_root, gt_ext)
     stems = sorted(images.keys() & labels.keys())
