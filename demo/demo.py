@@ -155,9 +155,10 @@ def plan_image_outputs(files: List[str], output: str) -> List[str]:
         and os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS
     ):
         return [output]
-    if os.path.exists(output) and not os.path.isdir(output):
+    looks_like_file = os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS
+    if (os.path.exists(output) or looks_like_file) and not os.path.isdir(output):
         raise DemoError(
-            f"--output '{output}' is a file, but {len(files)} inputs need a folder."
+            f"--output '{output}' names a file, but {len(files)} inputs need a folder."
         )
     paths, used = [], set()
     for path in files:

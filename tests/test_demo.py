@@ -13,15 +13,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from demo_test_utils import (
-    REPO_ROOT,
-    make_image,
-    real_model_or_reason,
-    stand_in_cfg,
-    tiny_cfg,
-    write_config,
-    write_video,
-)
+from demo_test_utils import REPO_ROOT, base_cfg, make_image, stand_in_cfg, write_config, write_video
 from mask2former.utils.visualizer import resolve_task
 
 
@@ -160,6 +152,8 @@ def test_errors_are_clear_and_leave_outputs_intact(workdir, capsys):
     assert "broken.png" in capsys.readouterr().err
     assert _run(workdir, "--video-input", workdir / "missing.mp4", "--output", out) == 1
     assert "missing.mp4" in capsys.readouterr().err
+    assert _run(workdir, "--input", workdir / "a.png", workdir / "b.jpg", "--output", out / "x.png") == 1
+    assert "names a file" in capsys.readouterr().err
 
     # weights saved for 7 classes do not fit a 3-class model: the keys are named
     model = build_model(stand_in_cfg())
@@ -178,18 +172,22 @@ def test_errors_are_clear_and_leave_outputs_intact(workdir, capsys):
     assert demo.main(args[:-3] + ["--allow-partial-weights", "--opts", "MODEL.WEIGHTS", str(weights)]) == 0
 
 
-def test_command_line_with_real_model_and_trained_checkpoint(tmp_path):
-    model, reason = real_model_or_reason()
-    if model is None:
-        pytest.skip(reason)
-    # the format train_net.py writes: OUTPUT_DIR/model_final.pth
+def test_command_line_with_quickstart_model_checkpoint(tmp_path):
+    """The whole command line, in a fresh process, on the quickstart model saved the way
+    training saves it (OUTPUT_DIR/model_final.pth)."""
+    config = REPO_ROOT / "configs" / "quickstart" / "panoptic_R18_synthetic_test.yaml"
+    if not config.is_file():
+        pytest.skip(f"quickstart config not available: {config}")
+    try:
+        model = build_model(base_cfg(config, ["MODEL.DEVICE", "cpu"]))
+    except Exception as e:
+        pytest.skip(f"quickstart model cannot be built: {type(e).__name__}: {e}")
     DetectionCheckpointer(model, str(tmp_path)).save("model_final")
-    config = write_config(tmp_path / "tiny.yaml", tiny_cfg())
     cv2.imwrite(str(tmp_path / "photo.jpg"), make_image(60, 80, seed=4))
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "demo" / "demo.py"), "--config-file", config,
+        [sys.executable, str(REPO_ROOT / "demo" / "demo.py"), "--config-file", str(config),
          "--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "out"), "--save-json",
-         "--opts", "MODEL.WEIGHTS", str(tmp_path / "model_final.pth")],
+         "--task", "semantic", "--opts", "MODEL.WEIGHTS", str(tmp_path / "model_final.pth")],
         capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
         env={**os.environ, "OMP_NUM_THREADS": "2"},
     )
@@ -197,3 +195,4 @@ def test_command_line_with_real_model_and_trained_checkpoint(tmp_path):
     assert cv2.imread(str(tmp_path / "out" / "photo.png")).shape == (60, 80, 3)
     record = json.loads((tmp_path / "out" / "photo.json").read_text())
     assert (record["height"], record["width"]) == (60, 80)
+    assert sum(s["area"] for s in record["segments"]) == 60 * 80

@@ -87,3 +87,24 @@ def test_batched_equals_single_on_real_model():
     for image, result in zip(images, batched):
         _assert_same_prediction(result, predictor(image))
         assert result["sem_seg"].shape[-2:] == image.shape[:2]
+
+
+def test_padded_batch_leaves_the_largest_image_unchanged():
+    """Without grouping, only padding changes results: the image that sets the batch's
+    padded size gets exactly its single-image prediction."""
+    model, reason = real_model_or_reason()
+    if model is None:
+        pytest.skip(reason)
+    predictor = Mask2FormerPredictor(model=model, min_size_test=64, max_size_test=96, input_format="RGB")
+    largest, smaller = make_image(48, 64, 0), make_image(64, 64, 2)  # padded 64x96 and 64x64
+    batched = predictor.predict_batch([smaller, largest], group_by_size=False)
+    _assert_same_prediction(batched[1], predictor(largest))
+    assert batched[0]["sem_seg"].shape[-2:] == (64, 64)
+
+
+def test_cuda_config_falls_back_to_cpu_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here, so there is no fallback to check")
+    predictor = Mask2FormerPredictor(stand_in_cfg(["MODEL.DEVICE", "cuda"]))
+    assert predictor.model.classifier.weight.device.type == "cpu"
+    assert predictor(make_image())["sem_seg"].shape[-2:] == (48, 64)

@@ -26,7 +26,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, flop_count_table
 from fvcore.nn import parameter_count, parameter_count_table
-from fvcore.nn.jit_handles import get_shape
+from fvcore.nn.jit_handles import addmm_flop_jit, get_shape
 from tabulate import tabulate
 
 from mask2former.config import add_deeplab_config, add_maskformer2_config
@@ -49,7 +49,8 @@ _IGNORED_OPS = (
     "aten::remainder", "aten::scatter_", "aten::index_put_", "aten::unique_dim",
     "aten::_unique2", "aten::cos", "aten::sin", "aten::pow", "aten::floor", "aten::ceil",
     "aten::logical_and", "aten::logical_not", "aten::bitwise_not", "aten::all", "aten::any",
-    "aten::min", "aten::stack", "aten::cat", "aten::copy_", "aten::flip",
+    "aten::min", "aten::stack", "aten::cat", "aten::copy_", "aten::flip", "aten::clone",
+    "aten::pad", "aten::numpy_T", "aten::resolve_conj", "aten::resolve_neg",
 )
 
 
@@ -59,6 +60,13 @@ def ms_deform_attn_flop_handle(inputs, outputs) -> int:
     n, _, m, d = get_shape(inputs[0])
     _, lq, _, levels, points, _ = get_shape(inputs[3])
     return 5 * n * lq * m * levels * points * d
+
+
+def baddbmm_flop_handle(inputs, outputs) -> int:
+    """aten::baddbmm(bias, batch1 (B,N,K), batch2 (B,K,M)): B*N*K*M multiply-adds
+    (attention with an additive mask goes through it)."""
+    b, n, k = get_shape(inputs[1])
+    return b * n * k * get_shape(inputs[2])[-1]
 
 
 def grid_sampler_flop_handle(inputs, outputs) -> int:
@@ -118,6 +126,8 @@ def analyze_flops(model, image) -> Dict[str, float]:
         **{
             "mask2former::ms_deform_attn": ms_deform_attn_flop_handle,
             "aten::grid_sampler": grid_sampler_flop_handle,
+            "aten::baddbmm": baddbmm_flop_handle,
+            "aten::addmm_": addmm_flop_jit,
         }
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
