@@ -61,7 +61,9 @@ class TransformerEncoderLayer(nn.Module):
         """src, pos: (HW, B, C); src_key_padding_mask: (B, HW) bool -> (HW, B, C)"""
         x = self.norm1(src) if self.normalize_before else src
         q = k = with_pos_embed(x, pos)
-        x = self.self_attn(q, k, value=x, attn_mask=src_mask, key_padding_mask=src_key_padding_mask)[0]
+        x = self.self_attn(
+            q, k, value=x, attn_mask=src_mask, key_padding_mask=src_key_padding_mask, need_weights=False
+        )[0]
         src = src + self.dropout1(x)
         if not self.normalize_before:
             src = self.norm1(src)
@@ -114,7 +116,9 @@ class TransformerDecoderLayer(nn.Module):
         pre = self.normalize_before
         x = self.norm1(tgt) if pre else tgt
         q = k = with_pos_embed(x, query_pos)
-        x = self.self_attn(q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0]
+        x = self.self_attn(
+            q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, need_weights=False
+        )[0]
         tgt = tgt + self.dropout1(x)
         if not pre:
             tgt = self.norm1(tgt)
@@ -126,6 +130,7 @@ class TransformerDecoderLayer(nn.Module):
             value=memory,
             attn_mask=memory_mask,
             key_padding_mask=memory_key_padding_mask,
+            need_weights=False,
         )[0]
         tgt = tgt + self.dropout2(x)
         if not pre:

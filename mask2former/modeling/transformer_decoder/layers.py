@@ -1,6 +1,8 @@
 """Building blocks shared by the transformer decoders and the transformer pixel decoders.
 
 Tensors follow ``nn.MultiheadAttention``'s default sequence-first layout: (L, B, C).
+Attention is called with ``need_weights=False``: the averaged attention maps are never used,
+and without them PyTorch runs fused scaled-dot-product attention (about twice as fast on CPU).
 Every residual block can run post-norm (``normalize_before=False``, the published setting:
 x = norm(x + f(x))) or pre-norm (x = x + f(norm(x))).
 """
@@ -87,7 +89,9 @@ class SelfAttentionLayer(nn.Module):
         """tgt, query_pos: (Q, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
         q = k = with_pos_embed(x, query_pos)
-        x = self.self_attn(q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)[0]
+        x = self.self_attn(
+            q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, need_weights=False
+        )[0]
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -121,6 +125,7 @@ class CrossAttentionLayer(nn.Module):
             value=memory,
             attn_mask=memory_mask,
             key_padding_mask=memory_key_padding_mask,
+            need_weights=False,
         )[0]
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
