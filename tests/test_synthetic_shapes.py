@@ -193,6 +193,14 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
 
 
+def test_leftovers_of_a_crashed_generation_are_removed(tmp_path):
+    stale = tmp_path / ".split.tmp-crashed"
+    (stale / "images").mkdir(parents=True)
+    target = ss.ensure_split_dir(tmp_path / "split", 2, (48, 48), 0)
+    assert (target / "panoptic.json").is_file()
+    assert not stale.exists()
+
+
 _RACE_CHILD = """
 import os, sys, time
 from pathlib import Path

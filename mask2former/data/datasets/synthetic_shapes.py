@@ -46,6 +46,7 @@ __all__ = [
     "SPLITS",
     "cache_root",
     "atomic_directory",
+    "build_directory_once",
     "write_json_atomic",
     "generate_synthetic_shapes",
     "ensure_synthetic_shapes",
@@ -100,19 +101,18 @@ def cache_root():
 
 @contextlib.contextmanager
 def _file_lock(lock_path):
-    """Exclusive inter-process lock (POSIX flock); a no-op where flock is unavailable.
-    The atomic rename alone already keeps readers safe; the lock only avoids two
-    processes doing the same generation work."""
+    """Exclusive inter-process lock (POSIX flock). Yields True while held, or False where
+    flock is unavailable (the atomic rename alone then keeps readers safe)."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
-    except ImportError:  # Windows: rely on the atomic rename only
-        yield
+    except ImportError:  # Windows
+        yield False
         return
     with open(lock_path, "a") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
@@ -137,6 +137,26 @@ def atomic_directory(target):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_directory_once(target, fill):
+    """Create the folder ``target`` by calling ``fill(temporary_folder)``, unless it exists.
+
+    Safe when several processes ask at once: one builds (under a lock file beside
+    ``target``) while the others wait, and the folder appears by an atomic rename, so a
+    half-built folder is never visible. Temporary folders left by a crashed build are
+    removed. Returns ``target``."""
+    target = Path(target)
+    if target.is_dir():
+        return target
+    with _file_lock(target.parent / f".{target.name}.lock") as locked:
+        if not target.is_dir():
+            if locked:  # nobody else is building: leftovers are from a crashed run
+                for stale in target.parent.glob(f".{target.name}.tmp-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
+            with atomic_directory(target) as tmp:
+                fill(tmp)
+    return target
 
 
 def write_json_atomic(path, obj):
@@ -470,15 +490,11 @@ def _split_dir(split, root=None):
 def ensure_split_dir(split_dir, num_images, image_size=DEFAULT_IMAGE_SIZE, seed=0):
     """Make sure ``split_dir`` holds a generated split, generating it if absent (safe when
     several processes call this at once: lock file + atomic rename). Returns the folder."""
-    target = Path(split_dir)
-    if target.is_dir():
-        return target
-    with _file_lock(target.parent / f".{target.name}.lock"):
-        if not target.is_dir():
-            logger.info(f"Generating synthetic shapes ({num_images} images) into {target}")
-            with atomic_directory(target) as tmp:
-                generate_synthetic_shapes(tmp, num_images, image_size, seed)
-    return target
+    def fill(tmp):
+        logger.info(f"Generating synthetic shapes ({num_images} images) into {split_dir}")
+        generate_synthetic_shapes(tmp, num_images, image_size, seed)
+
+    return build_directory_once(split_dir, fill)
 
 
 def ensure_synthetic_shapes(split, root=None):
