@@ -1,6 +1,9 @@
 """Custom-data helpers end to end on generated files: register, load, map."""
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 
 import numpy as np
@@ -17,6 +20,7 @@ from mask2former.data import build_dataset_mapper
 from mask2former.data.datasets import (
     register_coco_instances_dataset,
     register_coco_panoptic_dataset,
+    register_datasets_from_file,
     register_semantic_folder,
 )
 
@@ -237,3 +241,92 @@ def test_coco_panoptic_unknown_category(tmp_path, dataset_name):
     )
     with pytest.raises(ValueError, match="p.json.*category_id 8"):
         DatasetCatalog.get(dataset_name)
+
+
+def write_fruit(folder):
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    write_image(folder / "images" / "a.jpg")
+    mask = np.zeros((16, 20), np.uint8)
+    mask[:, 10:] = 1
+    Image.fromarray(mask).save(folder / "masks" / "a.png")
+
+
+def test_register_datasets_from_file(tmp_path, dataset_name):
+    write_fruit(tmp_path)
+    write_image(tmp_path / "a.jpg")
+    coco_instance_json(tmp_path / "train.json")
+    other = dataset_name + "_parts"
+    (tmp_path / "datasets.yaml").write_text(
+        f"""
+- name: {dataset_name}
+  type: semantic_folder
+  image_dir: images
+  mask_dir: masks
+  class_names: [apple, pear]
+- name: {other}
+  type: coco_instances
+  json_file: train.json
+  image_root: .
+"""
+    )
+    try:
+        names = register_datasets_from_file(str(tmp_path / "datasets.yaml"))
+        assert names == [dataset_name, other]
+        assert MetadataCatalog.get(dataset_name).stuff_classes == ["apple", "pear"]
+        assert MetadataCatalog.get(other).thing_classes == ["part3", "part9"]
+        (record,) = DatasetCatalog.get(dataset_name)
+        assert record["file_name"] == str(tmp_path / "images" / "a.jpg")
+        assert len(DatasetCatalog.get(other)) == 1
+    finally:
+        if other in DatasetCatalog.list():
+            DatasetCatalog.remove(other)
+            MetadataCatalog.remove(other)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[]", "non-empty list"),
+        ('[{"type": "semantic_folder"}]', "entry 0: each entry needs a 'name'"),
+        ('[{"name": "x", "type": "voc"}]', "unknown type 'voc'"),
+        ('[{"name": "x", "type": "coco_instances", "json": "a"}]', "entry 0 \\(x\\)"),
+        ("[{", "cannot be parsed"),
+    ],
+)
+def test_datasets_file_errors(tmp_path, content, message):
+    path = tmp_path / "datasets.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        register_datasets_from_file(str(path))
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        register_datasets_from_file(str(tmp_path / "nope.json"))
+
+
+def test_datasets_file_from_environment_in_a_fresh_process(tmp_path):
+    write_fruit(tmp_path)
+    (tmp_path / "datasets.json").write_text(
+        json.dumps(
+            [
+                {
+                    "name": "fruit_from_env",
+                    "type": "semantic_folder",
+                    "image_dir": "images",
+                    "mask_dir": "masks",
+                    "class_names": ["apple", "pear"],
+                }
+            ]
+        )
+    )
+    code = (
+        "import mask2former\n"
+        "from detectron2.data import DatasetCatalog, MetadataCatalog\n"
+        "print('RESULT', len(DatasetCatalog.get('fruit_from_env')),"
+        " MetadataCatalog.get('fruit_from_env').evaluator_type)\n"
+    )
+    env = {**os.environ, "MASK2FORMER_DATASETS": str(tmp_path / "datasets.json")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RESULT 1 sem_seg" in proc.stdout

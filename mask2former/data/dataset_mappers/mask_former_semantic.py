@@ -116,7 +116,7 @@ class MaskFormerSemanticDatasetMapper:
         pad = padding_to_divisibility(image_t.shape[-2], image_t.shape[-1], self.size_divisibility)
         dataset_dict["image"] = pad_bottom_right(image_t, *pad, value=self.image_pad_value)
         if sem_seg is not None:
-            sem_seg_t = torch.as_tensor(np.ascontiguousarray(sem_seg)).long()
+            sem_seg_t = torch.from_numpy(sem_seg.astype(np.int64))  # a writable copy
             dataset_dict["sem_seg"] = pad_bottom_right(sem_seg_t, *pad, value=self.ignore_label)
         return pad
 

@@ -8,8 +8,11 @@ Unlike the published datasets, these helpers check their paths (and read the cat
 list of a json) right away, so that a typo fails at registration, not mid-training.
 """
 
+import json
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
+
+import yaml
 
 from detectron2.data import DatasetCatalog
 
@@ -26,6 +29,7 @@ __all__ = [
     "register_coco_instances_dataset",
     "register_coco_panoptic_dataset",
     "register_semantic_folder",
+    "register_datasets_from_file",
 ]
 
 
@@ -151,3 +155,64 @@ def register_coco_panoptic_dataset(
         image_ext=image_ext,
         how_to_get="Check the paths given to register_coco_panoptic_dataset.",
     )
+
+
+_HELPERS = {
+    "semantic_folder": register_semantic_folder,
+    "coco_instances": register_coco_instances_dataset,
+    "coco_panoptic": register_coco_panoptic_dataset,
+}
+# Arguments that are paths; relative ones are taken relative to the datasets file.
+_PATH_ARGUMENTS = {
+    "image_dir",
+    "mask_dir",
+    "json_file",
+    "image_root",
+    "panoptic_root",
+    "panoptic_json",
+    "sem_seg_root",
+    "instances_json",
+}
+
+
+def register_datasets_from_file(path: str) -> List[str]:
+    """Register the datasets listed in a JSON or YAML file; returns their names.
+
+    The file holds a list of entries such as
+        {"name": "fruit_train", "type": "semantic_folder", "image_dir": "images",
+         "mask_dir": "masks", "class_names": ["apple", "pear"]}
+    where "type" is semantic_folder, coco_instances or coco_panoptic and the other keys are
+    the arguments of the matching register_* helper. Relative paths are relative to the
+    file. Setting the environment variable MASK2FORMER_DATASETS to such a file registers
+    its datasets whenever mask2former is imported (also in worker processes), so that
+    `train_net.py` can use them by name.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Datasets file '{path}' does not exist.")
+    with open(path) as f:
+        text = f.read()
+    try:
+        entries = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"Datasets file '{path}' cannot be parsed ({e}).") from e
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"Datasets file '{path}' must hold a non-empty list of datasets.")
+    folder = os.path.dirname(os.path.abspath(path))
+    names = []
+    for i, entry in enumerate(entries):
+        where = f"Datasets file '{path}', entry {i}"
+        if not isinstance(entry, dict) or "name" not in entry or "type" not in entry:
+            raise ValueError(f"{where}: each entry needs a 'name' and a 'type'.")
+        kwargs = dict(entry)
+        name, kind = kwargs.pop("name"), kwargs.pop("type")
+        if kind not in _HELPERS:
+            raise ValueError(f"{where}: unknown type {kind!r}; use one of {sorted(_HELPERS)}.")
+        for key in _PATH_ARGUMENTS & set(kwargs):
+            if kwargs[key] is not None:
+                kwargs[key] = os.path.join(folder, os.path.expanduser(kwargs[key]))
+        try:
+            _HELPERS[kind](name, **kwargs)
+        except TypeError as e:
+            raise ValueError(f"{where} ({name}): {e}") from e
+        names.append(name)
+    return names
