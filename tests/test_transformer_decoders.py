@@ -205,6 +205,8 @@ def test_masked_decoder_input_projection_and_level_count_checks():
     x, mask_features = _multi_scale_inputs()
     with pytest.raises(ValueError, match="3 feature maps"):
         _small_masked_decoder()(x[:2], mask_features)
+    with pytest.raises(ValueError, match="mask_features"):
+        _small_masked_decoder()(x, mask_features[:, :8])
     with pytest.raises(ValueError, match="at least one layer"):
         _small_masked_decoder(dec_layers=0)
 

@@ -165,6 +165,11 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             raise ValueError(
                 f"MultiScaleMaskedTransformerDecoder expects {self.num_feature_levels} feature maps, got {len(x)}"
             )
+        mask_dim = self.mask_embed.layers[-1].out_features
+        if mask_features.dim() != 4 or mask_features.shape[1] != mask_dim or mask_features.shape[0] != x[0].shape[0]:
+            raise ValueError(
+                f"mask_features should be (B={x[0].shape[0]}, mask_dim={mask_dim}, H, W), got {tuple(mask_features.shape)}"
+            )
         memories, positions, sizes = [], [], []
         for level, feature in enumerate(x):
             sizes.append(feature.shape[-2:])
