@@ -438,3 +438,29 @@ def test_cityscapes_evaluators_end_to_end(tmp_path):
     road_iou = (labels == road).sum() / ((labels == road) | (labels == sky)).sum()
     assert res["sem_seg"]["IoU"] == pytest.approx(100 * (road_iou + 0.0 + 1.0) / 3)
     assert res["segm"]["AP"] == pytest.approx(100.0)
+
+
+def test_sem_seg_ignores_ignore_label_pixels(tmp_path):
+    """Pixels labelled ignore_label in the ground truth do not count, whatever is predicted
+    there; a wrong pixel elsewhere does (one image, mIoU computed by hand)."""
+    gt = np.zeros((8, 10), np.uint8)
+    gt[:, 5:] = 1
+    gt[:2] = 255
+    Image.fromarray(gt).save(tmp_path / "gt.png")
+    name = "test_evaluators_ignore"
+    record = {"file_name": "img.jpg", "image_id": 0, "height": 8, "width": 10}
+    DatasetCatalog.register(name, lambda: [dict(record, sem_seg_file_name=str(tmp_path / "gt.png"))])
+    MetadataCatalog.get(name).set(stuff_classes=["a", "b"], ignore_label=255)
+    try:
+        evaluator = SemSegEvaluator(name, distributed=False)
+        prediction = np.where(gt == 255, 1 - (np.arange(10) >= 5), gt).astype(np.int64)  # wrong on ignore
+        assert _run(evaluator, [record], lambda r: _semantic_output(prediction, 2))[
+            "sem_seg"]["mIoU"] == pytest.approx(100.0)
+        prediction[4, 0] = 1  # one class-a pixel called b
+        res = _run(evaluator, [record], lambda r: _semantic_output(prediction, 2))["sem_seg"]
+        a_pixels, b_pixels = 6 * 5, 6 * 5
+        expected = 100 * ((a_pixels - 1) / a_pixels + b_pixels / (b_pixels + 1)) / 2
+        assert res["mIoU"] == pytest.approx(expected)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
