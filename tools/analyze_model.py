@@ -50,7 +50,8 @@ _IGNORED_OPS = (
     "aten::_unique2", "aten::cos", "aten::sin", "aten::pow", "aten::floor", "aten::ceil",
     "aten::logical_and", "aten::logical_not", "aten::bitwise_not", "aten::all", "aten::any",
     "aten::min", "aten::stack", "aten::cat", "aten::copy_", "aten::flip", "aten::clone",
-    "aten::pad", "aten::numpy_T", "aten::resolve_conj", "aten::resolve_neg",
+    "aten::pad", "aten::numpy_T", "aten::resolve_conj", "aten::resolve_neg", "aten::numel",
+    "aten::prod",
 )
 
 
@@ -67,6 +68,15 @@ def baddbmm_flop_handle(inputs, outputs) -> int:
     (attention with an additive mask goes through it)."""
     b, n, k = get_shape(inputs[1])
     return b * n * k * get_shape(inputs[2])[-1]
+
+
+def scaled_dot_product_attention_flop_handle(inputs, outputs) -> int:
+    """aten::scaled_dot_product_attention(q (..., L, E), k (..., S, E), v (..., S, Ev)):
+    the two matrix products, L*S*E + L*S*Ev multiply-adds per batch and head."""
+    q_shape, k_shape, v_shape = (get_shape(x) for x in inputs[:3])
+    batch = int(np.prod(q_shape[:-2]))
+    length, source = q_shape[-2], k_shape[-2]
+    return batch * length * source * (q_shape[-1] + v_shape[-1])
 
 
 def grid_sampler_flop_handle(inputs, outputs) -> int:
@@ -128,6 +138,7 @@ def analyze_flops(model, image) -> Dict[str, float]:
             "aten::grid_sampler": grid_sampler_flop_handle,
             "aten::baddbmm": baddbmm_flop_handle,
             "aten::addmm_": addmm_flop_jit,
+            "aten::scaled_dot_product_attention": scaled_dot_product_attention_flop_handle,
         }
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
