@@ -376,6 +376,7 @@ def test_panoptic_evaluator_requires_every_image(tiny, tmp_path):
         _run(evaluator, tiny[:2], lambda r: _panoptic_output(*_panoptic_gt(r)))
     res = _run(evaluator, tiny, lambda r: _panoptic_output(*_panoptic_gt(r)))
     assert res["panoptic_seg"]["PQ"] == pytest.approx(100.0)
+    assert evaluator.evaluate() == res, "evaluate() can be called again"
     written = json.loads((tmp_path / "predictions.json").read_text())
     assert len(written["annotations"]) == NUM_IMAGES
 

@@ -1,5 +1,6 @@
 """Panoptic quality (PQ, SQ, RQ) computed in the evaluating process."""
 import contextlib
+import copy
 import io
 import itertools
 import json
@@ -55,8 +56,9 @@ class PanopticEvaluator(COCOPanopticEvaluator):
                 f"images of {gt_json} (first image_id: {missing[0]})"
             )
         annotations = [
-            {k: v for k, v in p.items() if k != "png_string"} for p in predictions
+            {k: copy.deepcopy(v) for k, v in p.items() if k != "png_string"} for p in predictions
         ]
+        annotations_by_image = {a["image_id"]: a for a in annotations}
 
         with tempfile.TemporaryDirectory(prefix="panoptic_eval") as pred_dir:
             for p in predictions:
@@ -68,7 +70,8 @@ class PanopticEvaluator(COCOPanopticEvaluator):
                     os.path.join(self._output_dir, "predictions.json"), dict(gt_data, annotations=annotations)
                 )
             categories = {c["id"]: c for c in gt_data["categories"]}
-            pairs = [(a, predictions_by_image[a["image_id"]]) for a in gt_data["annotations"]]
+            # panopticapi writes segment areas into the dicts it is given: hand it copies
+            pairs = [(a, annotations_by_image[a["image_id"]]) for a in gt_data["annotations"]]
             with contextlib.redirect_stdout(io.StringIO()):
                 pq_stat = pq_compute_single_core(0, pairs, gt_folder, pred_dir, categories)
 
