@@ -304,12 +304,13 @@ def test_instance_seg_evaluator_maps_scattered_thing_ids(tiny, tmp_path):
 
         res = _run(evaluator, tiny, instances)
         assert res["segm"]["AP"] == pytest.approx(100.0)
+        assert evaluator.evaluate()["segm"]["AP"] == pytest.approx(100.0), "evaluate() can be called again"
 
         def bad(record):
             masks, classes = _thing_masks(record)
             return _instances_output(masks, [1 for _ in classes], record["height"], record["width"])
 
-        with pytest.raises(ValueError, match="not a thing class"):
+        with pytest.raises(ValueError, match="not thing classes"):
             _run(evaluator, tiny, bad)
     finally:
         DatasetCatalog.remove(name)

@@ -28,15 +28,17 @@ class InstanceSegEvaluator(COCOEvaluator):
         dataset_id_to_contiguous_id = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
         if dataset_id_to_contiguous_id is not None:
             contiguous_to_dataset_id = {v: k for k, v in dataset_id_to_contiguous_id.items()}
-            for result in coco_results:
-                category_id = result["category_id"]
-                if category_id not in contiguous_to_dataset_id:
-                    raise ValueError(
-                        f"InstanceSegEvaluator: a prediction has class {category_id}, which is not "
-                        f"a thing class of dataset '{self._metadata.name}' "
-                        f"(thing classes: {sorted(contiguous_to_dataset_id)})"
-                    )
-                result["category_id"] = contiguous_to_dataset_id[category_id]
+            unknown = {r["category_id"] for r in coco_results} - set(contiguous_to_dataset_id)
+            if unknown:
+                raise ValueError(
+                    f"InstanceSegEvaluator: predictions have classes {sorted(unknown)}, which are not "
+                    f"thing classes of dataset '{self._metadata.name}' "
+                    f"(thing classes: {sorted(contiguous_to_dataset_id)})"
+                )
+            # new dicts: the stored predictions keep contiguous ids, so evaluate() can run again
+            coco_results = [
+                dict(r, category_id=contiguous_to_dataset_id[r["category_id"]]) for r in coco_results
+            ]
 
         if self._output_dir:
             PathManager.mkdirs(self._output_dir)
