@@ -180,7 +180,9 @@ def summarize_segments(
     """One record per segment shown by `draw_predictions` for the same arguments:
     {"category", "category_id", "score" (None where the task has none), "area" (pixels),
     "bbox" [x0, y0, x1, y1] in pixels, x1/y1 exclusive}; plus "id" and "isthing" for
-    panoptic segments. Semantic scores are the mean winning-class score over the segment."""
+    panoptic segments. Semantic scores are the mean winning-class value of "sem_seg" over
+    the segment (for Mask2Former a sum over queries of class times mask probability, so it
+    may exceed 1)."""
     task = resolve_task(predictions, task)
 
     def name(category_id):
