@@ -295,7 +295,9 @@ def test_instance_seg_evaluator_maps_scattered_thing_ids(tiny, tmp_path):
         thing_dataset_id_to_contiguous_id=scattered,
     )
     try:
-        evaluator = build_dataset_evaluator(name, semantic_on=False, instance_on=True, panoptic_on=False)
+        evaluator = build_dataset_evaluator(
+            name, semantic_on=False, instance_on=True, panoptic_on=False, output_folder=str(tmp_path)
+        )
         assert type(evaluator) is InstanceSegEvaluator
 
         def instances(record):
@@ -305,6 +307,8 @@ def test_instance_seg_evaluator_maps_scattered_thing_ids(tiny, tmp_path):
         res = _run(evaluator, tiny, instances)
         assert res["segm"]["AP"] == pytest.approx(100.0)
         assert evaluator.evaluate()["segm"]["AP"] == pytest.approx(100.0), "evaluate() can be called again"
+        saved = json.loads((tmp_path / "coco_instances_results.json").read_text())
+        assert {r["category_id"] for r in saved} <= set(scattered), "results use dataset ids"
 
         def bad(record):
             masks, classes = _thing_masks(record)

@@ -1,11 +1,11 @@
 """COCO-style instance AP for datasets whose thing ids are a subset of all class ids."""
 import itertools
-import json
 import os
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
-from detectron2.utils.file_io import PathManager
+
+from ..data.datasets.synthetic_shapes import write_json_atomic
 
 __all__ = ["InstanceSegEvaluator"]
 
@@ -41,11 +41,9 @@ class InstanceSegEvaluator(COCOEvaluator):
             ]
 
         if self._output_dir:
-            PathManager.mkdirs(self._output_dir)
             file_path = os.path.join(self._output_dir, "coco_instances_results.json")
             self._logger.info(f"Saving results to {file_path}")
-            with PathManager.open(file_path, "w") as f:
-                f.write(json.dumps(coco_results))
+            write_json_atomic(file_path, coco_results)
 
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")
