@@ -211,3 +211,21 @@ def test_attention_flop_handles():
     by_op = analysis.by_operator()
     assert by_op["scaled_dot_product_attention"] == 2 * 4 * 10 * 6 * (8 + 5)
     assert by_op["baddbmm"] == 3 * 10 * 8 * 6
+
+
+def test_check_checkpoint_tool(tmp_path, capsys):
+    from demo_test_utils import stand_in_cfg
+    from detectron2.modeling import build_model
+    from mask2former.utils.checkpoint import save_in_published_format
+
+    tool = _load_tool("check_checkpoint")
+    config = write_config(tmp_path / "stand_in.yaml", stand_in_cfg())
+    state = build_model(stand_in_cfg()).state_dict()
+    save_in_published_format(state, str(tmp_path / "good.pkl"))
+    assert tool.main(["--config-file", config, str(tmp_path / "good.pkl")]) == 0
+    assert "OK: all 2 keys" in capsys.readouterr().out
+    save_in_published_format({"classifier.weight": state["classifier.weight"]}, str(tmp_path / "bad.pkl"))
+    assert tool.main(["--config-file", config, str(tmp_path / "bad.pkl")]) == 1
+    assert "classifier.bias" in capsys.readouterr().out
+    assert tool.main(["--config-file", config, str(tmp_path / "none.pkl")]) == 1
+    assert "none.pkl" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Check that a checkpoint fits a config exactly, without running anything.
+
+    python tools/check_checkpoint.py --config-file CFG model_final.pkl [--opts KEY VALUE ...]
+
+Builds the config's model on the CPU, loads the weights (published .pkl, detectron2 .pkl
+or a trained .pth) and lists missing, unexpected and shape-mismatched keys. Exit status 0
+when every key matches, 1 otherwise.
+"""
+import argparse
+import sys
+
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.utils.checkpoint import load_weights_checked
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("weights", help="checkpoint to check")
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    model = build_model(cfg)
+    try:
+        report = load_weights_checked(model, args.weights, allow_partial=True)
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    num_keys = len(model.state_dict())
+    if report.is_clean:
+        print(f"OK: all {num_keys} keys of the model are in '{args.weights}' with matching shapes.")
+        return 0
+    print(f"'{args.weights}' does not fit '{args.config_file}' ({num_keys} model keys):")
+    print(report.describe(max_keys=50))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
