@@ -169,3 +169,14 @@ def test_built_from_config_with_selected_outputs():
     cfg.MODEL.SWIN.OUT_FEATURES = ["res6"]
     with pytest.raises(ValueError, match="OUT_FEATURES"):
         build_backbone(cfg)
+
+
+def test_init_weights_applies_the_swin_recipe():
+    torch.manual_seed(0)
+    model = _small_swin()
+    fc1 = model.layers[0].blocks[0].mlp.fc1
+    nn_default_std = fc1.weight.std().item()
+    model.init_weights()
+    assert fc1.weight.std().item() == pytest.approx(0.02, rel=0.1) and nn_default_std > 0.05
+    assert fc1.weight.abs().max() <= 2 * 0.02 + 1e-6  # truncated at two standard deviations
+    assert torch.count_nonzero(fc1.bias) == 0

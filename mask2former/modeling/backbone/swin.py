@@ -413,19 +413,20 @@ class SwinTransformer(nn.Module):
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
 
-        self.apply(self._init_weights)
+        # Like the published model, Linear layers keep PyTorch's default init here (the weights
+        # come from ImageNet pretraining); init_weights() applies the Swin paper's recipe.
         self._freeze_stages()
 
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # The Swin recipe; weights normally come from ImageNet pretraining anyway.
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
+    def init_weights(self) -> None:
+        """Swin's from-scratch init: truncated-normal (std 0.02) Linear weights, zero biases."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def _freeze_stages(self) -> None:
         frozen: List[nn.Module] = []
