@@ -178,5 +178,4 @@ def test_init_weights_applies_the_swin_recipe():
     nn_default_std = fc1.weight.std().item()
     model.init_weights()
     assert fc1.weight.std().item() == pytest.approx(0.02, rel=0.1) and nn_default_std > 0.05
-    assert fc1.weight.abs().max() <= 2 * 0.02 + 1e-6  # truncated at two standard deviations
     assert torch.count_nonzero(fc1.bias) == 0
