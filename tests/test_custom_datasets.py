@@ -1,9 +1,7 @@
 """Custom-data helpers end to end on generated files: register, load, map."""
 
+import importlib
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import numpy as np
@@ -303,30 +301,29 @@ def test_datasets_file_errors(tmp_path, content, message):
         register_datasets_from_file(str(tmp_path / "nope.json"))
 
 
-def test_datasets_file_from_environment_in_a_fresh_process(tmp_path):
+def test_datasets_file_from_environment(tmp_path, monkeypatch):
+    """MASK2FORMER_DATASETS is read when mask2former.data.datasets is imported; reloading
+    the package runs that import-time code again in this process."""
+    import mask2former.data.datasets as datasets_package
+
     write_fruit(tmp_path)
-    (tmp_path / "datasets.json").write_text(
-        json.dumps(
-            [
-                {
-                    "name": "fruit_from_env",
-                    "type": "semantic_folder",
-                    "image_dir": "images",
-                    "mask_dir": "masks",
-                    "class_names": ["apple", "pear"],
-                }
-            ]
-        )
-    )
-    code = (
-        "import mask2former\n"
-        "from detectron2.data import DatasetCatalog, MetadataCatalog\n"
-        "print('RESULT', len(DatasetCatalog.get('fruit_from_env')),"
-        " MetadataCatalog.get('fruit_from_env').evaluator_type)\n"
-    )
-    env = {**os.environ, "MASK2FORMER_DATASETS": str(tmp_path / "datasets.json")}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "RESULT 1 sem_seg" in proc.stdout
+    name = f"fruit_{uuid.uuid4().hex[:8]}"
+    spec = [
+        {
+            "name": name,
+            "type": "semantic_folder",
+            "image_dir": "images",
+            "mask_dir": "masks",
+            "class_names": ["apple", "pear"],
+        }
+    ]
+    (tmp_path / "datasets.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("MASK2FORMER_DATASETS", str(tmp_path / "datasets.json"))
+    try:
+        importlib.reload(datasets_package)
+        assert len(DatasetCatalog.get(name)) == 1
+        assert MetadataCatalog.get(name).evaluator_type == "sem_seg"
+    finally:
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)

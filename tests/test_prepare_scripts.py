@@ -1,10 +1,9 @@
 """Dataset preparation scripts on tiny inputs in the real formats, then loaded back
 through the published dataset names."""
 
+import contextlib
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.data import build_dataset_mapper
+from mask2former.data.datasets.builtin import register_all_published
 
 from mask2former.data.datasets.ade20k_categories import ADE20K_150_THING_IDS
 from mask2former.data.datasets.ade20k_full_categories import ADE20K_FULL_CATEGORIES
@@ -249,49 +254,26 @@ def test_scripts_end_to_end_and_loaded_by_published_names(tmp_path, monkeypatch)
     sky = [c["id"] for c in COCO_CATEGORIES].index(187)
     assert (semseg[:, :7] == 0).all() and (semseg[:, 7:] == sky).all()
 
-    # Load through the published names in a fresh process with this dataset root.
-    code = r"""
-import json
-import mask2former
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
-from mask2former.config import add_deeplab_config, add_maskformer2_config
-from mask2former.data import build_dataset_mapper
-out = {}
-for name in ["ade20k_sem_seg_val", "ade20k_panoptic_val", "ade20k_instance_val",
-             "coco_2017_val_panoptic_with_sem_seg", "ade20k_full_sem_seg_val",
-             "coco_2017_test_stuff_10k_sem_seg"]:
-    out[name] = len(DatasetCatalog.get(name))
-for name, mapper_name in [("ade20k_panoptic_val", "mask_former_panoptic"),
-                          ("ade20k_full_sem_seg_val", "mask_former_semantic"),
-                          ("coco_2017_test_stuff_10k_sem_seg", "mask_former_semantic"),
-                          ("ade20k_instance_val", "mask_former_instance"),
-                          ("coco_2017_val_panoptic_with_sem_seg", "coco_panoptic_lsj")]:
-    cfg = get_cfg(); add_deeplab_config(cfg); add_maskformer2_config(cfg)
-    cfg.DATASETS.TRAIN = (name,); cfg.INPUT.DATASET_MAPPER_NAME = mapper_name
-    cfg.INPUT.MIN_SIZE_TRAIN = (12,); cfg.INPUT.IMAGE_SIZE = 32; cfg.INPUT.RANDOM_FLIP = "none"
-    cfg.INPUT.MIN_SCALE = cfg.INPUT.MAX_SCALE = 1.0
-    record = build_dataset_mapper(cfg, True)(DatasetCatalog.get(name)[0])
-    out[name + ":classes"] = sorted(record["instances"].gt_classes.tolist())
-print("RESULT" + json.dumps(out))
-"""
-    env = {**os.environ, "DETECTRON2_DATASETS": str(root)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.split("RESULT")[-1])
-    assert (
-        result["ade20k_sem_seg_val"]
-        == result["ade20k_panoptic_val"]
-        == result["ade20k_instance_val"]
-        == 2
-    )
+    # Load through the published names, registered under this dataset root.
+    names = {
+        "ade20k_sem_seg_val": None,
+        "ade20k_panoptic_val": "mask_former_panoptic",
+        "ade20k_instance_val": "mask_former_instance",
+        "coco_2017_val_panoptic_with_sem_seg": "coco_panoptic_lsj",
+        "ade20k_full_sem_seg_val": "mask_former_semantic",
+        "coco_2017_test_stuff_10k_sem_seg": "mask_former_semantic",
+    }
+    result = {}
+    with published_datasets_under(root, names):
+        for name, mapper_name in names.items():
+            records = DatasetCatalog.get(name)
+            result[name] = len(records)
+            if mapper_name:
+                cfg = mapper_cfg(name, mapper_name)
+                record = build_dataset_mapper(cfg, True)(records[0])
+                result[name + ":classes"] = sorted(record["instances"].gt_classes.tolist())
+    assert result["ade20k_sem_seg_val"] == result["ade20k_panoptic_val"] == 2
+    assert result["ade20k_instance_val"] == 2
     assert result["ade20k_panoptic_val:classes"] == [WALL, BED]
     assert result["ade20k_instance_val:classes"] == [0]  # bed is the first instance class
     assert result["coco_2017_val_panoptic_with_sem_seg:classes"] == [0, sky]
@@ -299,3 +281,40 @@ print("RESULT" + json.dumps(out))
     assert result["ade20k_full_sem_seg_val:classes"] == [ade_sky, 846]
     sky_other = [c["name"] for c in COCO_STUFF_CATEGORIES].index("sky-other")
     assert result["coco_2017_test_stuff_10k_sem_seg:classes"] == [0, sky_other]
+    # the published registrations are back as they were
+    assert not MetadataCatalog.get("ade20k_panoptic_val").image_root.startswith(str(root))
+
+
+def mapper_cfg(dataset_name, mapper_name):
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.DATASETS.TRAIN = (dataset_name,)
+    cfg.INPUT.DATASET_MAPPER_NAME = mapper_name
+    cfg.INPUT.MIN_SIZE_TRAIN = (12,)
+    cfg.INPUT.IMAGE_SIZE = 32
+    cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.INPUT.MIN_SCALE = cfg.INPUT.MAX_SCALE = 1.0
+    return cfg
+
+
+@contextlib.contextmanager
+def published_datasets_under(root: Path, names):
+    """Temporarily register the published `names` with `root` as dataset root, restoring
+    the original registrations afterwards."""
+    saved = {name: (DatasetCatalog[name], MetadataCatalog.get(name).as_dict()) for name in names}
+
+    def unregister():
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+    unregister()
+    try:
+        register_all_published(str(root))  # registers only the names just removed
+        yield
+    finally:
+        unregister()
+        for name, (loader, metadata) in saved.items():
+            DatasetCatalog.register(name, loader)
+            MetadataCatalog.get(name).set(**{k: v for k, v in metadata.items() if k != "name"})
