@@ -14,7 +14,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from demo_test_utils import REPO_ROOT, base_cfg, make_image, stand_in_cfg, write_config, write_video
-from mask2former.utils.visualizer import resolve_task
+from mask2former.utils.visualizer import all_class_names, resolve_task
 
 
 def _load_demo_module():
@@ -196,3 +196,25 @@ def test_command_line_with_quickstart_model_checkpoint(tmp_path):
     record = json.loads((tmp_path / "out" / "photo.json").read_text())
     assert (record["height"], record["width"]) == (60, 80)
     assert sum(s["area"] for s in record["segments"]) == 60 * 80
+
+
+def test_category_names_for_every_published_config():
+    """The demo names classes by the model's contiguous ids: thing classes for instance
+    models (e.g. Cityscapes instance: 8 of its 19 categories), all categories otherwise."""
+    from detectron2.data import MetadataCatalog
+
+    configs = [p for p in sorted((REPO_ROOT / "configs").rglob("*.yaml"))
+               if not p.name.startswith("Base") and "quickstart" not in p.parts]
+    assert len(configs) == 47
+    for path in configs:
+        cfg = base_cfg(path)
+        num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+        metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        names = all_class_names(metadata, num_classes)
+        assert not any(n.startswith("class ") for n in names[:num_classes]), (path, names[:5])
+        if "instance-segmentation" in path.parts and len(metadata.thing_classes) == num_classes:
+            assert names == metadata.thing_classes, path
+        else:
+            assert names[:num_classes] == metadata.stuff_classes[:num_classes], path
+    cityscapes = MetadataCatalog.get("cityscapes_fine_instance_seg_val")
+    assert all_class_names(cityscapes, 8)[0] == "person"

@@ -34,13 +34,17 @@ _TEST_FLAG = {"panoptic": "PANOPTIC_ON", "instance": "INSTANCE_ON", "semantic": 
 def all_class_names(metadata, num_classes: int = 0) -> List[str]:
     """Names of all categories, indexed by the model's contiguous class id.
 
-    Accepts both metadata conventions: stuff_classes listing every category (thing
-    classes included), or separate thing/stuff lists whose contiguous-id maps say where
-    each goes. Ids without a name get "class <id>".
+    A model with as many classes as the dataset has thing classes (instance
+    segmentation) is named by thing_classes. Otherwise both metadata conventions are
+    accepted: stuff_classes listing every category (thing classes included), or separate
+    thing/stuff lists whose contiguous-id maps say where each goes. Ids without a name
+    get "class <id>".
     """
     things = list(metadata.get("thing_classes", None) or []) if metadata is not None else []
     stuff = list(metadata.get("stuff_classes", None) or []) if metadata is not None else []
-    if stuff and set(things) <= set(stuff):
+    if things and len(things) == num_classes:
+        names = things
+    elif stuff and set(things) <= set(stuff):
         names = stuff
     else:
         names = {}
