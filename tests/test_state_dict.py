@@ -74,3 +74,24 @@ def test_cpu_build_matches_meta_build():
     cpu_model = build_model(_cfg(relative, "cpu"))
     assert _entries(cpu_model) == _entries(meta_model)
     assert all(v.device.type == "cpu" for v in cpu_model.state_dict().values())
+
+
+@pytest.mark.parametrize(
+    "relative_yaml",
+    [
+        "coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml",
+        "cityscapes/semantic-segmentation/maskformer2_R101_bs16_90k.yaml",
+        "ade20k/semantic-segmentation/swin/maskformer2_swin_large_IN21k_384_bs16_160k_res640.yaml",
+    ],
+)
+def test_published_checkpoint_layout_loads_strictly_without_metadata(relative_yaml):
+    """A checkpoint with exactly the published keys and no version metadata (as a converted
+    model-zoo file is) loads with strict=True: nothing is renamed on the way."""
+    if relative_yaml not in CONFIGS:
+        pytest.skip(f"no manifest for {relative_yaml}")
+    manifest = json.loads((MANIFESTS / relative_yaml).with_suffix(".json").read_text())
+    with torch.device("meta"):
+        model = build_model(_cfg(relative_yaml, "meta"))
+    checkpoint = {name: torch.empty(shape, device="meta") for name, shape, _ in manifest["entries"]}
+    result = model.load_state_dict(checkpoint, strict=True, assign=True)
+    assert not result.missing_keys and not result.unexpected_keys
