@@ -20,11 +20,15 @@ __all__ = ["MaskFormerPanopticDatasetMapper", "COCOPanopticLSJDatasetMapper"]
 def semantic_from_panoptic(
     segment_ids: np.ndarray, segments_info: list, ignore_label: int
 ) -> np.ndarray:
-    """(H, W) float64 class map of a panoptic id map; unlabelled pixels get `ignore_label`.
+    """(H, W) class map of a panoptic id map; unlabelled pixels get `ignore_label`.
 
-    Crowd segments keep their class, as in the semantic labels derived for COCO.
+    Crowd segments keep their class, as in the semantic labels derived for COCO. The map
+    is uint8 when every value fits (so it is resized like a stored label map), else
+    float64.
     """
-    sem_seg = np.full(segment_ids.shape, ignore_label, dtype=np.float64)
+    largest = max([ignore_label] + [s["category_id"] for s in segments_info])
+    dtype = np.uint8 if largest <= 255 else np.float64
+    sem_seg = np.full(segment_ids.shape, ignore_label, dtype=dtype)
     for segment in segments_info:
         sem_seg[segment_ids == segment["id"]] = segment["category_id"]
     return sem_seg
