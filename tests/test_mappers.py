@@ -1,6 +1,7 @@
 """Dataset mappers on small generated images and labels in the real file formats."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -496,3 +497,38 @@ def test_color_aug_ssd_changes_colours_only():
     assert changed >= 8  # each of 4 steps fires with probability 1/2
     with pytest.raises(ValueError, match="FORMAT"):
         ColorAugSSD("YUV-BT.601")
+
+
+def published_config_paths():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted(p for p in root.rglob("*.yaml") if "quickstart" not in p.parts)
+    bases = {p for p in paths if p.name.startswith("Base-")}
+    return [p for p in paths if p not in bases]
+
+
+def test_every_published_config_builds_its_training_mapper():
+    """Each published config's mapper builds from the config alone (metadata of its
+    training dataset, augmentations), without reading any dataset file."""
+    paths = published_config_paths()
+    if not paths:
+        pytest.skip("no published configs found under configs/")
+    built = {}
+    for path in paths:
+        cfg = get_cfg()
+        add_deeplab_config(cfg)
+        add_maskformer2_config(cfg)
+        cfg.merge_from_file(str(path))
+        mapper = build_dataset_mapper(cfg, is_train=True)
+        name = cfg.INPUT.DATASET_MAPPER_NAME
+        built.setdefault(name, type(mapper).__name__)
+        # the class count the mapper checks labels against is the config's class count
+        if mapper.num_classes is not None:
+            assert mapper.num_classes == cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES, path
+    assert len(paths) >= 40
+    assert set(built) == {
+        "mask_former_semantic",
+        "mask_former_panoptic",
+        "mask_former_instance",
+        "coco_instance_lsj",
+        "coco_panoptic_lsj",
+    }
