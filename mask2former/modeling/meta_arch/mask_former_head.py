@@ -1,5 +1,4 @@
 """``MaskFormerHead``: pixel decoder + transformer decoder, registered as a detectron2 SEM_SEG_HEAD."""
-import logging
 from typing import Dict, Optional
 
 from detectron2.config import configurable
@@ -12,8 +11,6 @@ from ..transformer_decoder.build import build_transformer_decoder
 from ..transformer_decoder.legacy_keys import rename_legacy_keys
 
 __all__ = ["MaskFormerHead"]
-
-logger = logging.getLogger(__name__)
 
 # TRANSFORMER_IN_FEATURE values that name a pixel-decoder output rather than a backbone feature.
 _MULTI_SCALE = "multi_scale_pixel_decoder"

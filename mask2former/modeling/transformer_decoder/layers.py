@@ -8,7 +8,6 @@ x = norm(x + f(x))) or pre-norm (x = x + f(norm(x))).
 """
 from typing import Callable, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
