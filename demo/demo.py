@@ -36,6 +36,7 @@ from mask2former.utils.visualizer import (
     display_metadata,
     draw_predictions,
     draw_video_frame,
+    resolve_task,
     summarize_segments,
 )
 
@@ -212,7 +213,8 @@ def run_images(runner: DemoRunner, files: List[str], output: Optional[str], save
     """Segment and draw each file; returns the written image paths (empty when shown)."""
     out_paths = plan_image_outputs(files, output) if output else [None] * len(files)
     written = []
-    for start in tqdm.tqdm(range(0, len(files), batch_size), desc="images", unit="batch"):
+    progress = tqdm.tqdm(total=len(files), desc="images", unit="image")
+    for start in range(0, len(files), batch_size):
         chunk = list(range(start, min(start + batch_size, len(files))))
         images = [read_image_bgr(files[i]) for i in chunk]
         t0 = time.perf_counter()
@@ -220,6 +222,7 @@ def run_images(runner: DemoRunner, files: List[str], output: Optional[str], save
         logger.info(
             f"{', '.join(files[i] for i in chunk)}: done in {time.perf_counter() - t0:.2f}s"
         )
+        progress.update(len(chunk))
         for i, image, predictions in zip(chunk, images, all_predictions):
             drawn = runner.draw(image, predictions)
             out_path = out_paths[i]
@@ -240,9 +243,13 @@ def run_images(runner: DemoRunner, files: List[str], output: Optional[str], save
                         "file_name": files[i],
                         "height": height,
                         "width": width,
+                        "task": resolve_task(predictions, runner.task),
                         "segments": runner.segments(predictions),
                     },
                 )
+    progress.close()
+    if output is None:
+        cv2.destroyAllWindows()
     return written
 
 

@@ -53,6 +53,7 @@ def test_images_glob_and_file_into_folder_with_json(workdir):
         assert drawn.shape == (height, width, 3)
         record = json.loads((out / f"{stem}.json").read_text())
         assert record["height"] == height and record["width"] == width
+        assert record["task"] == "panoptic"
         segments = record["segments"]
         assert segments, "the stand-in labels every pixel, so there must be segments"
         # panoptic is shown by default; the stand-in's segments tile the whole image
