@@ -147,13 +147,20 @@ def test_mapillary_vistas_metadata():
         ("mapillary_vistas_sem_seg_val", "mapillary_vistas"),
         ("coco_2017_test_stuff_10k_sem_seg", "coco_stuff_10k"),
         ("ade20k_full_sem_seg_val", "ADE20K_2021_17_01"),
+        # registered by detectron2; the missing-path error is added to its loader
+        ("coco_2017_val", "coco"),
+        ("coco_2017_train_panoptic", "coco"),
+        ("cityscapes_fine_sem_seg_val", "cityscapes"),
+        ("cityscapes_fine_panoptic_train", "cityscapes"),
+        ("ade20k_sem_seg_val", "ADEChallengeData2016"),
     ],
 )
 def test_loading_a_missing_dataset_names_the_folder_and_readme(
     name, missing, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)  # the default root "datasets" is relative to the cwd
-    root = MetadataCatalog.get(name).image_root
+    meta = MetadataCatalog.get(name)
+    root = meta.get("image_root") or meta.get("image_dir")
     if os.path.isabs(root):
         pytest.skip(
             f"DETECTRON2_DATASETS is set to an absolute path ({root}); this checks the default"
@@ -163,6 +170,24 @@ def test_loading_a_missing_dataset_names_the_folder_and_readme(
     message = str(info.value)
     assert name in message and missing in message and "datasets/README.md" in message
     assert not (tmp_path / "datasets").exists()
+
+
+def test_detectron2_loader_still_used_when_files_exist(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    images = tmp_path / "datasets/ADEChallengeData2016/images/validation"
+    labels = tmp_path / "datasets/ADEChallengeData2016/annotations_detectron2/validation"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(images / "ADE_val_1.jpg")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(labels / "ADE_val_1.png")
+    if os.path.isabs(MetadataCatalog.get("ade20k_sem_seg_val").image_root):
+        pytest.skip("DETECTRON2_DATASETS is set to an absolute path; this checks the default")
+    (record,) = DatasetCatalog.get("ade20k_sem_seg_val")
+    assert record["file_name"].endswith("ADE_val_1.jpg")
+    assert record["sem_seg_file_name"].endswith("ADE_val_1.png")
 
 
 def test_import_touches_no_dataset_path(tmp_path):

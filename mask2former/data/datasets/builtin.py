@@ -8,14 +8,14 @@ registration; only metadata they lack (ADE20K colours) is added.
 
 import os
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from .ade20k_categories import ADE20K_150_CLASSES, ADE20K_150_COLORS, ade20k_150_categories
 from .ade20k_full_categories import ADE20K_FULL_CATEGORIES, ADE20K_FULL_IGNORE_LABEL
 from .coco_stuff_categories import COCO_STUFF_CATEGORIES
 from .mapillary_vistas_categories import MAPILLARY_VISTAS_CATEGORIES, MAPILLARY_VISTAS_IGNORE_LABEL
-from .paths import dataset_root
+from .paths import dataset_root, require_paths
 from .registration import (
     panoptic_metadata,
     register_instances,
@@ -48,7 +48,59 @@ _HOW_TO_GET_VISTAS = (
     "mapillary_vistas/ (training/ and validation/ with images/, labels/, panoptic/)."
 )
 
+_HOW_TO_GET_CITYSCAPES = (
+    "Download gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip from "
+    "https://www.cityscapes-dataset.com/downloads/ into cityscapes/, then create the "
+    "labelTrainIds / panoptic files with cityscapesScripts."
+)
+
 _SPLITS = {"train": "training", "val": "validation"}
+
+# Names detectron2 registers, with the metadata fields naming the paths its loader reads.
+_DETECTRON2_DATASETS = {
+    **{f"coco_2017_{s}": (("image_root", "json_file"), _HOW_TO_GET_COCO) for s in ("train", "val")},
+    **{
+        f"coco_2017_{s}_panoptic": (
+            ("image_root", "panoptic_json", "panoptic_root"),
+            _HOW_TO_GET_COCO,
+        )
+        for s in ("train", "val")
+    },
+    **{
+        f"cityscapes_fine_{task}_{s}": (("image_dir", "gt_dir"), _HOW_TO_GET_CITYSCAPES)
+        for task in ("sem_seg", "instance_seg")
+        for s in ("train", "val")
+    },
+    **{
+        f"cityscapes_fine_panoptic_{s}": (
+            ("image_root", "gt_dir", "panoptic_json", "panoptic_root"),
+            _HOW_TO_GET_CITYSCAPES,
+        )
+        for s in ("train", "val")
+    },
+    **{f"ade20k_sem_seg_{s}": (("image_root", "sem_seg_root"), _HOW_TO_GET_ADE) for s in _SPLITS},
+}
+
+
+def _add_missing_path_errors():
+    """Make detectron2's registrations of published names fail like ours when their files
+    are missing (naming the path and what to download), keeping detectron2's loader."""
+    for name, (fields, how_to_get) in _DETECTRON2_DATASETS.items():
+        if name not in DatasetCatalog.list():
+            continue
+        loader = DatasetCatalog[name]
+        if getattr(loader, "checks_paths", False):
+            continue  # already wrapped
+        metadata = MetadataCatalog.get(name)
+        paths = {field: metadata.get(field) for field in fields if metadata.get(field)}
+
+        def load(name=name, loader=loader, paths=paths, how_to_get=how_to_get):
+            require_paths(name, paths, how_to_get)
+            return loader()
+
+        load.checks_paths = True
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, load)
 
 
 def _register_coco(root: str):
@@ -173,6 +225,7 @@ def register_all_published(root: str):
     _register_ade20k(root)
     _register_ade20k_full(root)
     _register_mapillary_vistas(root)
+    _add_missing_path_errors()
 
 
 register_all_published(dataset_root())
