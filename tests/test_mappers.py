@@ -369,6 +369,10 @@ def test_instance_bad_annotations(two_halves):
     with pytest.raises(ValueError, match="at least 3 points"):
         mapper(record)
     record = instance_record(two_halves)
+    record["annotations"][0]["segmentation"] = [[0, 0, 120, 0, 120, 80, 0, 80]]  # 2x too large
+    with pytest.raises(ValueError, match="outside the 60x40 image"):
+        mapper(record)
+    record = instance_record(two_halves)
     del record["annotations"][0]["segmentation"]
     with pytest.raises(ValueError, match="segmentation"):
         mapper(record)

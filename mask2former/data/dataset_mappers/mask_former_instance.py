@@ -35,6 +35,19 @@ def _segmentation_to_mask(
         polygons = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm]
         if not polygons or any(len(p) < 3 for p in polygons):
             raise ValueError(f"{where}: a polygon needs at least 3 points (6 numbers).")
+        # Points far outside the image mean the annotation belongs to another image size.
+        largest = np.max(np.concatenate(polygons), axis=0)
+        smallest = np.min(np.concatenate(polygons), axis=0)
+        tolerance = max(2.0, 0.01 * max(height, width))
+        if (
+            (smallest < -tolerance).any()
+            or largest[0] > width + tolerance
+            or (largest[1] > height + tolerance)
+        ):
+            raise ValueError(
+                f"{where}: polygon points span x {smallest[0]:.0f}..{largest[0]:.0f}, "
+                f"y {smallest[1]:.0f}..{largest[1]:.0f}, outside the {width}x{height} image."
+            )
         polygons = [p.reshape(-1) for p in transforms.apply_polygons(polygons)]
         return polygons_to_bitmask(polygons, *out_size).astype(np.uint8)
     if isinstance(segm, dict):
