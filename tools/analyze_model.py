@@ -5,8 +5,8 @@
         [--input-size 800 1088] [--device cpu|cuda] [--opts KEY VALUE ...]
 
 The model runs in eval mode (post-processing included) on one random image of
---input-size, given to the model as is (no test-time resize), with random weights unless
-MODEL.WEIGHTS is set. FLOPs follow fvcore's convention (one fused multiply-add = one
+--input-size, given to the model as is (no test-time resize), with random weights
+(counts do not depend on them) unless --load-weights loads MODEL.WEIGHTS. FLOPs follow fvcore's convention (one fused multiply-add = one
 flop; element-wise ops are not counted). The deformable-attention op is counted by
 `ms_deform_attn_flop_handle` (5 multiply-adds per sampled point and channel: 4 bilinear
 taps and the attention weight); when the pure-PyTorch path runs instead, its grid_sample
@@ -26,7 +26,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, flop_count_table
 from fvcore.nn import parameter_count, parameter_count_table
-from fvcore.nn.jit_handles import addmm_flop_jit, get_shape
+from fvcore.nn.jit_handles import addmm_flop_jit, elementwise_flop_counter, get_shape
 from tabulate import tabulate
 
 from mask2former.config import add_deeplab_config, add_maskformer2_config
@@ -51,7 +51,7 @@ _IGNORED_OPS = (
     "aten::logical_and", "aten::logical_not", "aten::bitwise_not", "aten::all", "aten::any",
     "aten::min", "aten::stack", "aten::cat", "aten::copy_", "aten::flip", "aten::clone",
     "aten::pad", "aten::numpy_T", "aten::resolve_conj", "aten::resolve_neg", "aten::numel",
-    "aten::prod",
+    "aten::prod", "aten::eye",
 )
 
 
@@ -139,6 +139,8 @@ def analyze_flops(model, image) -> Dict[str, float]:
             "aten::baddbmm": baddbmm_flop_handle,
             "aten::addmm_": addmm_flop_jit,
             "aten::scaled_dot_product_attention": scaled_dot_product_attention_flop_handle,
+            # separable resizing (one axis at a time): 2 taps per output value
+            "aten::upsample_linear1d": elementwise_flop_counter(0, 2),
         }
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
@@ -182,7 +184,7 @@ def measure_speed(model, image, batch_size: int, num_warmup: int, num_iters: int
 def run(args) -> List[tuple]:
     cfg = setup_cfg(args)
     model = build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
+    if args.load_weights:
         load_weights_checked(model, cfg.MODEL.WEIGHTS, allow_partial=args.allow_partial_weights)
     if args.input_size:
         height, width = args.input_size
@@ -225,6 +227,7 @@ def get_parser():
     parser.add_argument("--batch-size", type=int, default=1, help="images per pass (speed)")
     parser.add_argument("--num-warmup", type=int, default=3, help="untimed passes (speed)")
     parser.add_argument("--num-iters", type=int, default=10, help="timed passes (speed)")
+    parser.add_argument("--load-weights", action="store_true", help="load MODEL.WEIGHTS")
     parser.add_argument("--allow-partial-weights", action="store_true")
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER)
     return parser
