@@ -395,6 +395,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         elif args.video_input:
             run_video(runner, args.video_input, args.output, args.batch_size)
         else:
+            if args.output:
+                logger.warning("--output is ignored with --webcam: frames are only shown.")
             run_webcam(runner)
     except (DemoError, CheckpointMismatchError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
