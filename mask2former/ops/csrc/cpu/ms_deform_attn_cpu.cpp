@@ -11,9 +11,12 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../ms_deform_attn_common.h"
@@ -26,169 +29,94 @@ struct Sizes {
   int64_t N, S, M, D, Lq, L, P;
 };
 
-template <int kD>
-C10_ALWAYS_INLINE int64_t channels(const Sizes& s) {
-  return kD > 0 ? kD : s.D;
+// Per-task channel buffer: on the stack when D is known at compile time.
+template <typename T, int kD>
+struct ChannelBuffer {
+  explicit ChannelBuffer(int64_t) {}
+  T* data() { return values; }
+  T values[kD];
+};
+
+template <typename T>
+struct ChannelBuffer<T, 0> {
+  explicit ChannelBuffer(int64_t D) : values(D) {}
+  T* data() { return values.data(); }
+  std::vector<T> values;
+};
+
+// The same kernels compiled for several instruction sets; `cpu_isa()` picks one at run time.
+#define KERNEL_NAMESPACE generic
+#include "ms_deform_attn_cpu_kernel.h"
+#undef KERNEL_NAMESPACE
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MASK2FORMER_X86_VARIANTS 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define KERNEL_NAMESPACE avx2
+#include "ms_deform_attn_cpu_kernel.h"
+#undef KERNEL_NAMESPACE
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
+#define KERNEL_NAMESPACE avx512
+#include "ms_deform_attn_cpu_kernel.h"
+#undef KERNEL_NAMESPACE
+#pragma GCC pop_options
+#endif
+
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+// ATen's choice (hardware support, lowered by the ATEN_CPU_CAPABILITY environment variable).
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    const std::string capability = at::get_cpu_capability();
+    if (capability == "AVX512") {
+      return Isa::kAvx512;
+    }
+    return capability == "AVX2" ? Isa::kAvx2 : Isa::kGeneric;
+  }();
+  return isa;
 }
 
-// acc[d] += a * x[d]
-template <int kD, typename acc_t, typename scalar_t>
-C10_ALWAYS_INLINE void axpy(acc_t* __restrict acc, acc_t a, const scalar_t* __restrict x, int64_t D) {
-  const int64_t n = kD > 0 ? kD : D;
-  for (int64_t d = 0; d < n; ++d) {
-    acc[d] += a * static_cast<acc_t>(x[d]);
-  }
-}
-
-// sum_d g[d] * x[d]
-template <int kD, typename acc_t, typename scalar_t>
-C10_ALWAYS_INLINE acc_t dot(const acc_t* __restrict g, const scalar_t* __restrict x, int64_t D) {
-  const int64_t n = kD > 0 ? kD : D;
-  acc_t sum = 0;
-  for (int64_t d = 0; d < n; ++d) {
-    sum += g[d] * static_cast<acc_t>(x[d]);
-  }
-  return sum;
-}
-
-// Output rows [begin, end) of the flattened (N * Lq) queries.
 template <typename scalar_t, int kD>
-void forward_rows(
-    const scalar_t* __restrict value,
-    const int64_t* shapes,
-    const int64_t* starts,
-    const scalar_t* __restrict locations,
-    const scalar_t* __restrict weights,
-    scalar_t* __restrict output,
-    const Sizes& s,
-    int64_t begin,
-    int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t D = channels<kD>(s);
-  const int64_t position_stride = s.M * D;  // value is (N, S, M, D)
-  std::vector<acc_t> acc(D);
-  for (int64_t row = begin; row < end; ++row) {
-    const int64_t n = row / s.Lq;
-    for (int64_t m = 0; m < s.M; ++m) {
-      std::fill(acc.begin(), acc.end(), acc_t(0));
-      const int64_t head_row = row * s.M + m;
-      const scalar_t* loc = locations + head_row * s.L * s.P * 2;
-      const scalar_t* attn = weights + head_row * s.L * s.P;
-      for (int64_t l = 0; l < s.L; ++l) {
-        const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
-        const scalar_t* level_value = value + ((n * s.S + starts[l]) * s.M + m) * D;
-        for (int64_t p = 0; p < s.P; ++p) {
-          const int64_t k = l * s.P + p;
-          int64_t index[4];
-          acc_t corner_weight[4], fx, fy;
-          if (!bilinear_footprint<acc_t>(
-                  static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, index,
-                  corner_weight, fx, fy)) {
-            continue;
-          }
-          const acc_t w = static_cast<acc_t>(attn[k]);
-          for (int c = 0; c < 4; ++c) {
-            if (index[c] >= 0) {
-              axpy<kD>(acc.data(), w * corner_weight[c], level_value + index[c] * position_stride, D);
-            }
-          }
-        }
-      }
-      scalar_t* out = output + head_row * D;
-      for (int64_t d = 0; d < D; ++d) {
-        out[d] = static_cast<scalar_t>(acc[d]);
-      }
-    }
+auto forward_rows_for_cpu() {
+#ifdef MASK2FORMER_X86_VARIANTS
+  switch (cpu_isa()) {
+    case Isa::kAvx512:
+      return &avx512::forward_rows<scalar_t, kD>;
+    case Isa::kAvx2:
+      return &avx2::forward_rows<scalar_t, kD>;
+    default:
+      break;
   }
+#endif
+  return &generic::forward_rows<scalar_t, kD>;
 }
 
-// Gradients for queries [q_begin, q_end) of one (batch n, head m) pair. `grad_value` points to
-// an (N, S, M, D) buffer in the accumulation type that only this task writes for (n, m).
 template <typename scalar_t, int kD>
-void backward_head(
-    const scalar_t* __restrict grad_output,
-    const scalar_t* __restrict value,
-    const int64_t* shapes,
-    const int64_t* starts,
-    const scalar_t* __restrict locations,
-    const scalar_t* __restrict weights,
-    at::opmath_type<scalar_t>* __restrict grad_value,
-    scalar_t* __restrict grad_locations,
-    scalar_t* __restrict grad_weights,
-    const Sizes& s,
-    int64_t n,
-    int64_t m,
-    int64_t q_begin,
-    int64_t q_end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t D = channels<kD>(s);
-  const int64_t position_stride = s.M * D;
-  std::vector<acc_t> g(D);
-  for (int64_t q = q_begin; q < q_end; ++q) {
-    const int64_t head_row = (n * s.Lq + q) * s.M + m;
-    const scalar_t* grad_out = grad_output + head_row * D;
-    for (int64_t d = 0; d < D; ++d) {
-      g[d] = static_cast<acc_t>(grad_out[d]);
-    }
-    const scalar_t* loc = locations + head_row * s.L * s.P * 2;
-    const scalar_t* attn = weights + head_row * s.L * s.P;
-    scalar_t* grad_loc = grad_locations + head_row * s.L * s.P * 2;
-    scalar_t* grad_attn = grad_weights + head_row * s.L * s.P;
-    for (int64_t l = 0; l < s.L; ++l) {
-      const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
-      const int64_t level_offset = ((n * s.S + starts[l]) * s.M + m) * D;
-      const scalar_t* level_value = value + level_offset;
-      acc_t* level_grad_value = grad_value + level_offset;
-      for (int64_t p = 0; p < s.P; ++p) {
-        const int64_t k = l * s.P + p;
-        int64_t index[4];
-        acc_t corner_weight[4], fx, fy;
-        if (!bilinear_footprint<acc_t>(
-                static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, index,
-                corner_weight, fx, fy)) {
-          grad_attn[k] = scalar_t(0);
-          grad_loc[2 * k] = scalar_t(0);
-          grad_loc[2 * k + 1] = scalar_t(0);
-          continue;
-        }
-        const acc_t w = static_cast<acc_t>(attn[k]);
-        // corner_dot[c] = <grad_out, value at corner c>
-        acc_t corner_dot[4] = {0, 0, 0, 0};
-        for (int c = 0; c < 4; ++c) {
-          if (index[c] >= 0) {
-            corner_dot[c] = dot<kD>(g.data(), level_value + index[c] * position_stride, D);
-            axpy<kD>(level_grad_value + index[c] * position_stride, w * corner_weight[c], g.data(), D);
-          }
-        }
-        const acc_t one = 1;
-        grad_attn[k] = static_cast<scalar_t>(
-            corner_weight[0] * corner_dot[0] + corner_weight[1] * corner_dot[1] +
-            corner_weight[2] * corner_dot[2] + corner_weight[3] * corner_dot[3]);
-        // d(pixel x)/d(loc x) = W, d(pixel y)/d(loc y) = H
-        const acc_t grad_x = ((one - fy) * (corner_dot[1] - corner_dot[0]) + fy * (corner_dot[3] - corner_dot[2]));
-        const acc_t grad_y = ((one - fx) * (corner_dot[2] - corner_dot[0]) + fx * (corner_dot[3] - corner_dot[1]));
-        grad_loc[2 * k] = static_cast<scalar_t>(w * grad_x * static_cast<acc_t>(W));
-        grad_loc[2 * k + 1] = static_cast<scalar_t>(w * grad_y * static_cast<acc_t>(H));
-      }
-    }
+auto backward_head_for_cpu() {
+#ifdef MASK2FORMER_X86_VARIANTS
+  switch (cpu_isa()) {
+    case Isa::kAvx512:
+      return &avx512::backward_head<scalar_t, kD>;
+    case Isa::kAvx2:
+      return &avx2::backward_head<scalar_t, kD>;
+    default:
+      break;
   }
+#endif
+  return &generic::backward_head<scalar_t, kD>;
 }
 
-// Calls f.template operator()<kD>() with kD = D for the common head widths, else 0 (runtime D).
+// Calls f(std::integral_constant<int, kD>) with kD = D for the usual head width, else 0 (runtime D).
 template <typename F>
 void dispatch_channels(int64_t D, const F& f) {
-  switch (D) {
-    case 32:
-      f(std::integral_constant<int, 32>());
-      break;
-    case 64:
-      f(std::integral_constant<int, 64>());
-      break;
-    case 16:
-      f(std::integral_constant<int, 16>());
-      break;
-    default:
-      f(std::integral_constant<int, 0>());
+  if (D == 32) {
+    f(std::integral_constant<int, 32>());
+  } else {
+    f(std::integral_constant<int, 0>());
   }
 }
 
@@ -233,8 +161,9 @@ at::Tensor ms_deform_attn_forward_cpu(
     const int64_t* starts_ptr = in.starts.const_data_ptr<int64_t>();
     scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
     dispatch_channels(s.D, [&](auto kD) {
+      const auto forward_rows = forward_rows_for_cpu<scalar_t, decltype(kD)::value>();
       at::parallel_for(0, s.N * s.Lq, 1, [&](int64_t begin, int64_t end) {
-        forward_rows<scalar_t, decltype(kD)::value>(
+        forward_rows(
             value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr, s, begin, end);
       });
     });
@@ -283,12 +212,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     scalar_t* grad_attn_ptr = grad_weights.mutable_data_ptr<scalar_t>();
     const int64_t buffer_numel = s.N * s.S * s.M * s.D;
     dispatch_channels(s.D, [&](auto kD) {
+      const auto backward_head = backward_head_for_cpu<scalar_t, decltype(kD)::value>();
       at::parallel_for(0, pairs * blocks, 1, [&](int64_t begin, int64_t end) {
         for (int64_t task = begin; task < end; ++task) {
           const int64_t block = task % blocks, pair = task / blocks;
           const int64_t q_begin = std::min(s.Lq, block * block_len);
           const int64_t q_end = std::min(s.Lq, q_begin + block_len);
-          backward_head<scalar_t, decltype(kD)::value>(
+          backward_head(
               grad_out_ptr, value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr,
               grad_value_ptr + block * buffer_numel, grad_loc_ptr, grad_attn_ptr, s, pair / s.M, pair % s.M,
               q_begin, q_end);
