@@ -26,12 +26,16 @@ def _eval_input(seed):
     return [{"image": image, "height": 64, "width": 96}]
 
 
-def test_published_format_round_trip_gives_identical_outputs(tmp_path):
+@pytest.mark.parametrize("matching_heuristics", [False, True])
+def test_published_format_round_trip_gives_identical_outputs(tmp_path, matching_heuristics):
+    """Both flavours: plain name matching, and detectron2's suffix heuristics (which must
+    still map every key onto itself)."""
     source, reason = real_model_or_reason()
     if source is None:
         pytest.skip(reason)
     path = tmp_path / "model_published.pkl"
-    save_in_published_format(source.state_dict(), str(path), author="test")
+    save_in_published_format(source.state_dict(), str(path), author="test",
+                             matching_heuristics=matching_heuristics)
     with open(path, "rb") as f:
         payload = pickle.load(f)
     assert set(payload) == {"model", "__author__", "matching_heuristics"}
