@@ -122,8 +122,9 @@ def expand_inputs(patterns: List[str]) -> List[str]:
     cannot decode (judged from its header)."""
     files = []
     for pattern in patterns:
+        pattern = os.path.expanduser(pattern)
         if glob.has_magic(pattern):
-            matches = sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
+            matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
             if not matches:
                 raise DemoError(f"Input pattern '{pattern}' matches no files.")
             files.extend(matches)
