@@ -2,6 +2,9 @@
 gradients, tracing (torch.compile / torch.export), the MSDeformAttn layer and the fallback."""
 import json
 import math
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -187,6 +190,35 @@ def test_kernel_bfloat16_close_to_float32():
     torch.testing.assert_close(out.float(), expected, rtol=1e-2, atol=1e-2)
     grads = torch.autograd.grad(out.float().sum(), inputs)
     assert all(g.dtype == torch.bfloat16 and torch.isfinite(g.float()).all() for g in grads)
+
+
+_ISA_CHECK = """
+import torch
+from mask2former.ops import ms_deform_attn_reference
+torch.manual_seed(0)
+shapes = torch.tensor([[7, 9], [3, 4]]); starts = torch.tensor([0, 63])
+for D in (32, 12):
+    value = torch.randn(2, 75, 2, D, dtype=torch.float64, requires_grad=True)
+    loc = (torch.rand(2, 5, 2, 2, 3, 2, dtype=torch.float64) * 1.4 - 0.2).requires_grad_()
+    w = torch.rand(2, 5, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 5, 2 * D, dtype=torch.float64)
+    out = torch.ops.mask2former.ms_deform_attn(value, shapes, starts, loc, w)
+    ref = ms_deform_attn_reference(value, shapes, starts, loc, w)
+    assert torch.allclose(out, ref, atol=1e-12), (out - ref).abs().max()
+    for a, b in zip(torch.autograd.grad(out, (value, loc, w), g), torch.autograd.grad(ref, (value, loc, w), g)):
+        assert torch.allclose(a, b, atol=1e-9), (a - b).abs().max()
+print("ok")
+"""
+
+
+@needs_kernel
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_kernel_variants_for_other_instruction_sets(capability):
+    # The kernel is compiled per instruction set and picked from ATen's CPU capability; the
+    # test process uses the best one, a subprocess with a lowered capability the others.
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", _ISA_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
 
 
 @needs_kernel
