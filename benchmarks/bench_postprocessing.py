@@ -10,7 +10,6 @@ and peak memory of each and the ratios selective / all-queries.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,15 +25,18 @@ NUM_THINGS = 80
 
 
 def make_inputs(device):
-    """Class logits with ~1 query in 4 confident, smooth mask logits at stride 4."""
+    """Class logits with one query in four confident; each mask a blob around its own centre."""
     g = torch.Generator().manual_seed(0)
     class_logits = torch.randn(NUM_QUERIES, NUM_CLASSES + 1, generator=g)
     confident = torch.arange(0, NUM_QUERIES, 4)
     class_logits[confident, torch.randint(0, NUM_CLASSES, (len(confident),), generator=g)] += 8.0
-    coarse = torch.randn(NUM_QUERIES, 1, 26, 35, generator=g) * 4 - 3
-    mask_logits = torch.nn.functional.interpolate(
-        coarse, size=(PADDED[0] // 4, PADDED[1] // 4), mode="bilinear", align_corners=False
-    )[:, 0]
+    h, w = PADDED[0] // 4, PADDED[1] // 4
+    centres = torch.rand(NUM_QUERIES, 2, generator=g) * torch.tensor([h, w])
+    radii = 10 + 30 * torch.rand(NUM_QUERIES, generator=g)
+    ys = torch.arange(h).view(1, h, 1).float()
+    xs = torch.arange(w).view(1, 1, w).float()
+    distance = ((ys - centres[:, 0, None, None]) ** 2 + (xs - centres[:, 1, None, None]) ** 2).sqrt()
+    mask_logits = 8 * (1 - distance / radii[:, None, None]) + torch.randn(NUM_QUERIES, h, w, generator=g)
     return class_logits.to(device), mask_logits.to(device)
 
 
@@ -55,6 +57,15 @@ def options():
 def current_rss_bytes():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes():
+    """VmHWM of this process (unlike ru_maxrss, not inherited from the parent over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def worker(path, repeats, device):
@@ -80,16 +91,20 @@ def worker(path, repeats, device):
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+        peak = peak_rss_bytes() - baseline
     print(json.dumps({"path": path, "seconds": statistics.median(times), "peak_bytes": peak}))
 
 
 def run_in_child(path, repeats, device):
+    # A fixed mmap threshold makes glibc give every large tensor back on free, so that the
+    # peak resident size follows the peak of live tensors.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run(
         [sys.executable, __file__, "--worker", path, "--repeats", str(repeats), "--device", device],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 

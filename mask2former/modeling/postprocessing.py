@@ -3,9 +3,10 @@
 The straightforward way upsamples all Q mask logits to the padded input size before
 anything else ((Q, H, W) floats: ~350 MB per 800x1088 image at Q=100). Which queries a
 panoptic or instance result needs depends only on the class scores, and bilinear
-resizing treats every mask on its own, so here only those queries are upsampled and the
-semantic sum goes through the queries in chunks. The pixels are the same as with the
-straightforward path (`postprocess_all_queries`, kept for tests and benchmarks).
+resizing treats every mask on its own, so here only those queries are upsampled, with
+the same pixels as the straightforward path (`postprocess_all_queries`, kept for tests
+and benchmarks). The semantic map, which needs every query, uses the separability of
+bilinear resizing to go through the output in bands of rows.
 """
 from typing import FrozenSet, Optional, Sequence, Tuple
 
@@ -18,6 +19,7 @@ from detectron2.structures import Boxes, Instances
 __all__ = [
     "QueryMaskUpsampler",
     "semantic_inference",
+    "banded_semantic_inference",
     "select_panoptic_queries",
     "panoptic_inference",
     "select_instance_queries",
@@ -90,27 +92,54 @@ def semantic_inference(class_logits, mask_logits):
     return torch.einsum("qc,qhw->chw", class_probs, mask_logits.sigmoid())
 
 
-def _chunked_semantic(class_logits, upsampler, resize_to_output, chunk_size, keep=None):
-    """`semantic_inference` going through the queries `chunk_size` at a time.
+def _resize_matrix(in_len, padded_len, crop_len, out_len, device):
+    """The 1-D linear map of one image axis: resize `in_len` -> `padded_len`, keep the first
+    `crop_len`, resize to `out_len` (None: stop after the crop). Returns (out, in_len) weights,
+    obtained by passing the identity through the same resizes."""
+    x = torch.eye(in_len, device=device)[None]
+    x = F.interpolate(x, size=padded_len, mode="linear", align_corners=False)[..., :crop_len]
+    if out_len is not None:
+        x = F.interpolate(x, size=out_len, mode="linear", align_corners=False)
+    return x[0].T.contiguous()
 
-    If `keep` (dict query index -> None) is given, the upsampled logits of those
-    queries are stored in it on the way, so no query is upsampled twice.
-    Returns (K, H, W).
+
+def banded_semantic_inference(class_logits, mask_logits, padded_size, image_size, output_size=None, band_rows=32):
+    """`semantic_inference` on masks upsampled as `QueryMaskUpsampler` does, without
+    holding all Q upsampled masks: bilinear resizing is separable, so the masks are resized
+    along the width at low height, then `band_rows` output rows at a time along the height,
+    and each band's query sum is written once. Equal to the plain computation up to float
+    rounding.
+
+    Args:
+        class_logits (Tensor): (Q, K+1).
+        mask_logits (Tensor): (Q, h, w) low-resolution logits.
+        padded_size, image_size: (H, W) of the padded batch and of the image inside it.
+        output_size: (height, width) to resize to after the crop; None keeps the image size.
+        band_rows (int): output rows per band.
+
+    Returns:
+        Tensor: (K, height, width).
     """
-    class_probs = F.softmax(class_logits, dim=-1)[:, :-1]
-    semantic = None
-    for start in range(0, upsampler.num_queries, chunk_size):
-        chunk = torch.arange(start, min(start + chunk_size, upsampler.num_queries), device=class_logits.device)
-        masks = upsampler(chunk, resize_to_output)
-        if keep is not None:
-            for row, q in enumerate(chunk.tolist()):
-                if q in keep:
-                    keep[q] = masks[row].clone()
-        probs = masks.sigmoid_().flatten(1)
-        if semantic is None:
-            semantic = class_probs.new_zeros((class_probs.shape[1], probs.shape[1]))
-        semantic.addmm_(class_probs[chunk].T, probs)
-    return semantic.view(-1, *masks.shape[-2:])
+    num_queries, low_h, low_w = mask_logits.shape
+    out_h, out_w = output_size if output_size is not None else image_size
+    resize_w = None if output_size is None else out_w
+    # width first, at the low height: (Q, h, W_out)
+    wide = F.interpolate(mask_logits, size=padded_size[1], mode="linear", align_corners=False)
+    wide = wide[..., : image_size[1]]
+    if resize_w is not None:
+        wide = F.interpolate(wide, size=resize_w, mode="linear", align_corners=False)
+    rows = _resize_matrix(low_h, padded_size[0], image_size[0], None if output_size is None else out_h, mask_logits.device)
+    rows = rows.to(mask_logits.dtype)
+    class_probs = F.softmax(class_logits, dim=-1)[:, :-1]  # (Q, K)
+    semantic = mask_logits.new_empty((class_probs.shape[1], out_h, out_w))
+    for r0 in range(0, out_h, band_rows):
+        r1 = min(r0 + band_rows, out_h)
+        weights = rows[r0:r1]
+        used = weights.abs().sum(0).nonzero().flatten()  # the few low-res rows this band reads
+        c0, c1 = int(used[0]), int(used[-1]) + 1
+        band = torch.matmul(weights[:, c0:c1], wide[:, c0:c1]).sigmoid_()  # (Q, rows, W_out)
+        semantic[:, r0:r1] = (class_probs.T @ band.view(num_queries, -1)).view(-1, r1 - r0, out_w)
+    return semantic
 
 
 def select_panoptic_queries(class_logits, num_classes, object_mask_threshold):
@@ -244,8 +273,11 @@ def instance_inference(scores, labels, mask_logits, output_size, mask_rows=None)
         scores = class score * mean mask probability inside the mask, pred_classes.
     """
     binary = mask_logits > 0
-    flat_binary = binary.flatten(1).to(mask_logits.dtype)
-    mask_scores = (mask_logits.sigmoid().flatten(1) * flat_binary).sum(1) / (flat_binary.sum(1) + 1e-6)
+    mask_scores = mask_logits.new_empty(mask_logits.shape[0])
+    for i in range(0, mask_logits.shape[0], 8):  # chunks keep the float temporaries small
+        probs = mask_logits[i : i + 8].sigmoid().flatten(1)
+        inside = binary[i : i + 8].flatten(1)
+        mask_scores[i : i + 8] = (probs * inside).sum(1) / (inside.sum(1) + 1e-6)
     boxes = masks_to_boxes(binary)
     if mask_rows is not None:
         binary, mask_scores, boxes = binary[mask_rows], mask_scores[mask_rows], boxes[mask_rows]
@@ -281,7 +313,10 @@ def postprocess_image(
     thing_classes: Optional[FrozenSet[int]],
     query_chunk_size: int = 16,
 ):
-    """All requested results of one image, upsampling only the masks each one needs.
+    """All requested results of one image, without upsampling all Q masks at once.
+
+    Panoptic and instance results upsample only the queries they keep (exactly as the
+    plain path does); the semantic map goes band by band (`banded_semantic_inference`).
 
     Args:
         class_logits (Tensor): (Q, K+1).
@@ -296,7 +331,7 @@ def postprocess_image(
         detections_per_image (int): top-k of the instance result.
         thing_classes (frozenset[int] | None): contiguous thing ids; None if unknown. With
             panoptic on, the instance result keeps only thing classes.
-        query_chunk_size (int): queries upsampled at a time for the semantic map.
+        query_chunk_size (int): queries upsampled at a time.
 
     Returns:
         dict with "sem_seg" (K, height, width), "panoptic_seg" (int32 map, segments_info),
@@ -317,20 +352,20 @@ def postprocess_image(
         needed.update(ins_queries.tolist())
     needed = sorted(needed)
 
-    stored = None
     if semantic_on:
-        keep = dict.fromkeys(needed) if resize_before_semantic else None
-        semantic = _chunked_semantic(class_logits, upsampler, resize_before_semantic, query_chunk_size, keep)
-        if not resize_before_semantic:
+        if resize_before_semantic:
+            semantic = banded_semantic_inference(class_logits, mask_logits, padded_size, image_size, output_size)
+        else:
+            semantic = banded_semantic_inference(class_logits, mask_logits, padded_size, image_size, None)
             semantic = sem_seg_postprocess(semantic, semantic.shape[-2:], *output_size)
         result["sem_seg"] = semantic
-        if keep:
-            stored = torch.stack([keep[q] for q in needed])
-    if needed and stored is None:
-        stored = upsampler(torch.tensor(needed, dtype=torch.int64, device=mask_logits.device))
+
+    # Panoptic and instance results read exactly upsampled masks of the needed queries only.
     height, width = int(output_size[0]), int(output_size[1])
-    if stored is None:
-        stored = mask_logits.new_zeros((0, height, width))
+    stored = mask_logits.new_empty((len(needed), height, width))
+    for i in range(0, len(needed), query_chunk_size):
+        chunk = torch.tensor(needed[i : i + query_chunk_size], dtype=torch.int64, device=mask_logits.device)
+        stored[i : i + len(chunk)] = upsampler(chunk)
 
     if instance_on:
         result["instances"] = instance_inference(

@@ -66,7 +66,7 @@ class MaskFormer(nn.Module):
             pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
             semantic_on, panoptic_on, instance_on: which results inference produces.
             test_topk_per_image: detections per image of the instance result.
-            query_chunk_size: queries upsampled at a time for the semantic map.
+            query_chunk_size: queries upsampled at a time for panoptic and instance results.
         """
         super().__init__()
         self.backbone = backbone
