@@ -1,15 +1,21 @@
-"""Tiny stand-in backbone and head for testing the MaskFormer meta-architecture on its own.
+"""Tiny stand-in backbone and head for testing the MaskFormer meta-architecture on its own,
+and a tiny real configuration (the published COCO panoptic config shrunk by overrides).
 
 The head has the real head's interface: features -> {"pred_logits" (B, Q, K+1),
 "pred_masks" (B, Q, H/4, W/4), "aux_outputs" [...]}.
 """
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
+from detectron2.config import get_cfg
 from detectron2.data.catalog import Metadata
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
+from mask2former.config import add_deeplab_config, add_maskformer2_config
 from mask2former.modeling.criterion import SetCriterion
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
@@ -88,3 +94,41 @@ def tiny_maskformer(num_queries=5, num_classes=3, num_aux=2, deep_supervision=Tr
         pixel_std=[255.0, 255.0, 255.0],
         **options,
     )
+
+
+PUBLISHED_CONFIG = Path(__file__).resolve().parents[1] / "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
+
+
+def tiny_cfg():
+    """The published R50 COCO panoptic config with a 4-stage Swin of width 32, a 1-layer
+    deformable encoder, 2 decoder layers, 6 queries and 3 classes (~1.4M parameters)."""
+    if not PUBLISHED_CONFIG.exists():
+        pytest.skip(f"published config {PUBLISHED_CONFIG.name} not in the checkout")
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(str(PUBLISHED_CONFIG))
+    cfg.merge_from_list(
+        [
+            "MODEL.WEIGHTS", "",
+            "MODEL.DEVICE", "cpu",
+            "DATASETS.TEST", "[]",
+            "MODEL.BACKBONE.NAME", "D2SwinTransformer",
+            "MODEL.SWIN.EMBED_DIM", 32,
+            "MODEL.SWIN.DEPTHS", [1, 1, 1, 1],
+            "MODEL.SWIN.NUM_HEADS", [1, 2, 2, 4],
+            "MODEL.SWIN.WINDOW_SIZE", 4,
+            "MODEL.SWIN.DROP_PATH_RATE", 0.0,
+            "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 3,
+            "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32,
+            "MODEL.SEM_SEG_HEAD.MASK_DIM", 32,
+            "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1,
+            "MODEL.MASK_FORMER.HIDDEN_DIM", 32,
+            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 6,
+            "MODEL.MASK_FORMER.NHEADS", 4,
+            "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 64,
+            "MODEL.MASK_FORMER.DEC_LAYERS", 3,
+            "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256,
+        ]
+    )
+    return cfg

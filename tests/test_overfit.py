@@ -1,57 +1,19 @@
 """End to end: a tiny Mask2Former (published COCO panoptic config shrunk by overrides)
 overfits two 64x64 images, then reproduces them at inference."""
-from pathlib import Path
-
 import pytest
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from maskformer_standins import tiny_cfg
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 COLOURS = {0: (220, 30, 30), 1: (30, 220, 30), 2: (30, 30, 220)}
 # (y0, x0, y1, x1, class) per image
 SCENES = [
     [(8, 8, 32, 32, 0), (32, 8, 56, 40, 1), (8, 40, 48, 56, 2)],
     [(8, 24, 40, 56, 1), (40, 8, 56, 32, 0)],
 ]
-
-
-def tiny_cfg():
-    if not CONFIG.exists():
-        pytest.skip(f"published config {CONFIG.name} not in the checkout")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(
-        [
-            "MODEL.WEIGHTS", "",
-            "MODEL.DEVICE", "cpu",
-            "DATASETS.TEST", "[]",
-            "MODEL.BACKBONE.NAME", "D2SwinTransformer",
-            "MODEL.SWIN.EMBED_DIM", 32,
-            "MODEL.SWIN.DEPTHS", [1, 1, 1, 1],
-            "MODEL.SWIN.NUM_HEADS", [1, 2, 2, 4],
-            "MODEL.SWIN.WINDOW_SIZE", 4,
-            "MODEL.SWIN.DROP_PATH_RATE", 0.0,
-            "MODEL.SEM_SEG_HEAD.NUM_CLASSES", 3,
-            "MODEL.SEM_SEG_HEAD.CONVS_DIM", 32,
-            "MODEL.SEM_SEG_HEAD.MASK_DIM", 32,
-            "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 1,
-            "MODEL.MASK_FORMER.HIDDEN_DIM", 32,
-            "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", 6,
-            "MODEL.MASK_FORMER.NHEADS", 4,
-            "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 64,
-            "MODEL.MASK_FORMER.DEC_LAYERS", 3,
-            "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256,
-        ]
-    )
-    return cfg
 
 
 def scene(boxes, size=64):
