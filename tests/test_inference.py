@@ -1,6 +1,5 @@
 """Inference post-processing: hand-made predictions with known answers, and the
 query-selective upsampling against the plain all-queries path."""
-import math
 
 import pytest
 import torch

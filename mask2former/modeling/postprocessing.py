@@ -8,7 +8,7 @@ the same pixels as the straightforward path (`postprocess_all_queries`, kept for
 and benchmarks). The semantic map, which needs every query, uses the separability of
 bilinear resizing to go through the output in bands of rows.
 """
-from typing import FrozenSet, Optional, Sequence, Tuple
+from typing import FrozenSet, Optional, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -120,7 +120,7 @@ def banded_semantic_inference(class_logits, mask_logits, padded_size, image_size
     Returns:
         Tensor: (K, height, width).
     """
-    num_queries, low_h, low_w = mask_logits.shape
+    num_queries, low_h = mask_logits.shape[:2]
     out_h, out_w = output_size if output_size is not None else image_size
     resize_w = None if output_size is None else out_w
     # width first, at the low height: (Q, h, W_out)

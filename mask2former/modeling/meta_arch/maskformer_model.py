@@ -1,5 +1,5 @@
 """The Mask2Former meta-architecture: backbone + mask-classification head + set criterion."""
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
