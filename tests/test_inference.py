@@ -261,27 +261,33 @@ def test_postprocess_image_equals_all_queries_path(chunk):
     assert torch.equal(inst.pred_boxes.tensor, plain_inst.pred_boxes.tensor)
 
 
-def test_semantic_only_resized_after_inference_equals_all_queries_path():
+@pytest.mark.parametrize("resize_before", [False, True])
+@pytest.mark.parametrize("output", [(90, 111), (30, 41)])
+def test_semantic_only_equals_all_queries_path(resize_before, output):
     class_logits, mask_logits = random_predictions(seed=1)
     kwargs = dict(
         num_classes=7,
         semantic_on=True,
         panoptic_on=False,
         instance_on=False,
-        resize_before_semantic=False,
+        resize_before_semantic=resize_before,
         object_mask_threshold=0.8,
         overlap_threshold=0.8,
         detections_per_image=25,
         thing_classes=None,
     )
-    sizes = ((52, 68), (45, 60), (90, 111))
+    sizes = ((52, 68), (45, 60), output)
     ours = postprocess_image(class_logits, mask_logits, *sizes, query_chunk_size=4, **kwargs)
     plain = postprocess_all_queries(class_logits, mask_logits, *sizes, **kwargs)
     assert set(ours) == {"sem_seg"}
     assert torch.allclose(ours["sem_seg"], plain["sem_seg"], rtol=1e-5, atol=1e-5)
-    # and that is the K-channel map at padded size, cropped and resized (detectron2's way)
+    # detectron2's way: resize the masks or the K-channel map to the output
     padded = F.interpolate(mask_logits[None], size=(52, 68), mode="bilinear", align_corners=False)[0]
-    reference = sem_seg_postprocess(semantic_inference(class_logits, padded), (45, 60), 90, 111)
+    if resize_before:
+        reference = semantic_inference(class_logits, sem_seg_postprocess(padded, (45, 60), *output))
+    else:
+        reference = sem_seg_postprocess(semantic_inference(class_logits, padded), (45, 60), *output)
+    assert ours["sem_seg"].shape == (7, *output)
     assert torch.allclose(ours["sem_seg"], reference, rtol=1e-5, atol=1e-5)
 
 
