@@ -235,6 +235,33 @@ def test_kernel_rejects_levels_outside_value():
         torch.ops.mask2former.ms_deform_attn(value, spatial_shapes, starts + 3, locations, weights)
 
 
+@needs_kernel
+@pytest.mark.parametrize(
+    "dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)]
+)
+def test_cuda_kernel_matches_cpu_kernel(dtype, atol):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if not _extension.supports(torch.device("cuda")):
+        pytest.skip("mask2former._C was built without CUDA (build with a GPU visible or FORCE_CUDA=1)")
+    case = random_case(2, [(9, 11), (5, 6), (3, 3)], 4, 32, 50, 4, dtype=torch.float64, seed=6)
+    case = tuple(t.to(dtype) if t.is_floating_point() else t for t in case)
+    grad_output = torch.randn(2, 50, 4 * 32, dtype=torch.float64).to(dtype)
+    # the CPU kernel in float64 on the same (rounded) inputs is the reference
+    cpu_case = tuple(t.double() if t.is_floating_point() else t for t in case)
+    expected, cpu_inputs = run_op(torch.ops.mask2former.ms_deform_attn, cpu_case, needs_grad=True)
+    expected_grads = torch.autograd.grad(expected, cpu_inputs, grad_output.double())
+    cuda_case = tuple(t.cuda() for t in case)
+    out, cuda_inputs = run_op(ms_deform_attn, cuda_case, needs_grad=True)
+    grads = torch.autograd.grad(out, cuda_inputs, grad_output.cuda())
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double().cpu(), expected, rtol=atol, atol=atol)
+    for got, want in zip(grads, expected_grads):
+        assert got.dtype == dtype
+        scale = max(1.0, want.abs().max().item())
+        torch.testing.assert_close(got.double().cpu() / scale, want / scale, rtol=atol, atol=atol)
+
+
 # ----------------------------------------------------------------------------- tracing
 
 
