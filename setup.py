@@ -7,6 +7,7 @@ MASK2FORMER_SKIP_EXTENSION=1 to install without a C++ compiler.
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
@@ -22,8 +23,9 @@ def _op_extensions():
 
     sources = sorted(glob.glob(os.path.join(OPS_CSRC, "*.cpp")) + glob.glob(os.path.join(OPS_CSRC, "cpu", "*.cpp")))
     # -fopenmp: ATen's parallel_for runs its OpenMP loop inline in our code; without the flag
-    # it would silently run on one thread.
-    extra_compile_args = {"cxx": ["-O3", "-fopenmp"]}
+    # it would silently run on one thread. (Linux only: Apple's clang has no -fopenmp.)
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
+    extra_compile_args = {"cxx": ["-O3"] + openmp}
     extension = CppExtension
     with_cuda = os.environ.get("FORCE_CUDA", "0") == "1" or (torch.cuda.is_available() and CUDA_HOME is not None)
     if with_cuda:
@@ -34,7 +36,7 @@ def _op_extensions():
         "mask2former._C",
         sources,
         extra_compile_args=extra_compile_args,
-        extra_link_args=["-fopenmp"],
+        extra_link_args=openmp,
     )
     return [ext], {"build_ext": BuildExtension}
 

@@ -110,10 +110,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (default: all cores)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--memory-probe", nargs=4, metavar=("SIZE", "BATCH", "IMPL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     if args.memory_probe:
         size, batch, impl, mode = args.memory_probe
