@@ -195,9 +195,11 @@ class Trainer(DefaultTrainer):
         return OrderedDict((k + "_TTA", v) for k, v in res.items())
 
     def train(self):
-        results = super().train()
-        if comm.is_main_process() and getattr(self, "_last_eval_results", None):
-            logger.info("Final evaluation:\n%s", format_results_table(self._last_eval_results))
+        """Run training; returns the last evaluation's results (None when there was none)."""
+        super().train()
+        results = getattr(self, "_last_eval_results", None)
+        if comm.is_main_process() and results:
+            logger.info("Final evaluation:\n%s", format_results_table(results))
         return results
 
 
