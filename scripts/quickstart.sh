@@ -13,4 +13,4 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 echo
 echo "Final metrics:"
 grep -A6 "Final evaluation" "$OUT/log.txt" | tail -n 6
-echo "Checkpoints, metrics.json, tensorboard events and predictions are in $OUT"
+echo "Checkpoints, metrics.json, tensorboard events and evaluation outputs are in $OUT"
