@@ -395,10 +395,12 @@ def test_built_coco_evaluator_reports_segm_without_detections(tiny):
     assert np.isnan(res["segm"]["AP"])
 
 
-def test_cityscapes_evaluators_end_to_end(tmp_path):
+def test_cityscapes_evaluators_end_to_end(tmp_path, monkeypatch):
     """Cityscapes-format ground truth (labelIds / instanceIds PNGs) for two small images;
     instance predictions are perfect, the semantic one calls the sky road."""
     from cityscapesscripts.helpers.labels import name2label
+
+    monkeypatch.chdir(tmp_path)  # cityscapesscripts writes matches.json into the working directory
 
     height, width = 64, 128
     gt_dir = tmp_path / "gtFine" / "val"
