@@ -2,9 +2,10 @@
 
 Every image holds 1-3 "stuff" regions (sky, grass, water textures separated by wavy
 horizons) and 1-5 "things" (circle, rectangle, triangle, star) of random size, colour,
-texture and rotation, which may overlap; a later shape occludes an earlier one. All label
-formats are derived from one per-pixel segment map, so the COCO instance json, the COCO
-panoptic PNG/json and the semantic PNG always agree.
+texture and rotation, which may overlap; a later shape occludes an earlier one. Each thing
+class has a typical hue family (most of its instances, not all), as real classes have
+typical looks. All label formats are derived from one per-pixel segment map, so the COCO
+instance json, the COCO panoptic PNG/json and the semantic PNG always agree.
 
 The data are generated on first use into ``$MASK2FORMER_CACHE/synthetic_shapes/v<N>/<split>``
 (default cache ``~/.cache/mask2former``). Generation is deterministic (one seeded generator
@@ -63,7 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Bump whenever the generator's output changes: a new version lands in a new folder.
-SYNTHETIC_SHAPES_VERSION = 4
+SYNTHETIC_SHAPES_VERSION = 5
 
 # Dataset ids are deliberately not contiguous (stuff starts at 10), so code that mixes up
 # dataset ids and contiguous training ids fails loudly on this dataset.
@@ -242,11 +243,23 @@ def _stuff_texture(name, rng, height, width):
     return np.clip(texture, 0.0, 1.0)
 
 
-def _thing_painter(rng):
-    """A random look for a thing: a colour, solid, striped or graded. Returns
-    ``paint(ys, xs, grain) -> (N, 3)`` giving the colours of pixels at (ys, xs), with
-    ``grain`` (N,) a per-pixel noise sample."""
-    color = np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0)))
+# Like real object classes, each thing class has a typical colour: a hue family, kept
+# away from the greens and blues of the stuff classes. A few things of every class take
+# any hue, so that shape matters as well.
+_THING_HUES = {"circle": 0.0, "rectangle": 0.14, "triangle": 0.72, "star": 0.86}
+_THING_HUE_SPREAD = 0.03
+_ANY_HUE_RATE = 0.15
+
+
+def _thing_painter(rng, name):
+    """A random look for a thing of class ``name``: a colour of its hue family (or, rarely,
+    any colour), solid, striped or graded. Returns ``paint(ys, xs, grain) -> (N, 3)``
+    giving the colours of pixels at (ys, xs), with ``grain`` (N,) a per-pixel noise sample."""
+    if rng.random() < _ANY_HUE_RATE:
+        hue = rng.uniform(0, 1)
+    else:
+        hue = (_THING_HUES[name] + rng.uniform(-_THING_HUE_SPREAD, _THING_HUE_SPREAD)) % 1.0
+    color = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.55, 1.0)))
     kind = int(rng.integers(0, 3))
     angle = rng.uniform(0, np.pi)
     period = rng.uniform(3.0, 7.0)
@@ -347,7 +360,7 @@ def render_sample(rng, height, width, max_things=5):
     full_areas, visible_areas = {}, {}
     for _ in range(int(rng.integers(1, max_things + 1))):
         category = _THINGS[int(rng.integers(0, len(_THINGS)))]
-        paint = _thing_painter(rng)
+        paint = _thing_painter(rng, category["name"])
         for _attempt in range(20):
             mask = _shape_mask(category["name"], rng, height, width)
             area = int(mask.sum())
