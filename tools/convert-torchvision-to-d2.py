@@ -14,30 +14,15 @@ configs match that: INPUT.FORMAT "RGB", MODEL.PIXEL_MEAN [123.675, 116.28, 103.5
 MODEL.PIXEL_STD [58.395, 57.12, 57.375], MODEL.RESNETS.STRIDE_IN_1X1 False. Use the same
 settings with any other config that loads the converted file.
 """
-import argparse
 import sys
 
-from mask2former.utils.weight_conversion import (
-    WeightConversionError,
-    load_torch_state_dict,
-    torchvision_resnet_to_d2,
-    write_d2_pickle,
-)
+from mask2former.utils.weight_conversion import conversion_main, torchvision_resnet_to_d2
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="torchvision ResNet weights (.pth)")
-    parser.add_argument("output", help="detectron2 weights to write (.pkl)")
-    args = parser.parse_args(argv)
-    try:
-        weights = torchvision_resnet_to_d2(load_torch_state_dict(args.input))
-    except (WeightConversionError, FileNotFoundError) as e:
-        print(f"error: {args.input}: {e}", file=sys.stderr)
-        return 1
-    write_d2_pickle(args.output, weights, author="torchvision")
-    print(f"Wrote {len(weights)} tensors to {args.output}")
-    return 0
+    return conversion_main(
+        argv, __doc__.splitlines()[0], "torchvision ResNet weights (.pth)", torchvision_resnet_to_d2, author="torchvision"
+    )
 
 
 if __name__ == "__main__":

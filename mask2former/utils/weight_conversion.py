@@ -5,9 +5,11 @@ The renaming is exact (no reliance on detectron2's suffix heuristics), so a conv
 file lists exactly the backbone's keys; `matching_heuristics` is still set so that
 detectron2 adds the `backbone.` prefix when loading into a full model.
 """
+import argparse
 import pickle
 import re
-from typing import Dict, Mapping
+import sys
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ __all__ = [
     "torchvision_resnet_to_d2",
     "swin_to_d2",
     "write_d2_pickle",
+    "conversion_main",
 ]
 
 
@@ -120,3 +123,26 @@ def write_d2_pickle(path: str, weights: Dict[str, np.ndarray], author: str) -> N
     """Write backbone weights as a detectron2 .pkl (atomically)."""
     payload = {"model": weights, "__author__": author, "matching_heuristics": True}
     atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def conversion_main(
+    argv: Optional[List[str]],
+    description: str,
+    input_help: str,
+    convert: Callable[[Mapping[str, torch.Tensor]], Dict[str, np.ndarray]],
+    author: str,
+) -> int:
+    """The command line of the conversion tools: `INPUT.pth OUTPUT.pkl`. Returns the exit
+    status (1, with a message naming the input, when it does not hold the expected weights)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("input", help=input_help)
+    parser.add_argument("output", help="detectron2 weights to write (.pkl)")
+    args = parser.parse_args(argv)
+    try:
+        weights = convert(load_torch_state_dict(args.input))
+    except (WeightConversionError, FileNotFoundError) as e:
+        print(f"error: {args.input}: {e}", file=sys.stderr)
+        return 1
+    write_d2_pickle(args.output, weights, author=author)
+    print(f"Wrote {len(weights)} tensors to {args.output}")
+    return 0
