@@ -9,4 +9,4 @@ from .lr_scheduler import WarmupPolyLR, build_lr_scheduler
 from .optimizer import add_full_model_gradient_clipping, build_optimizer, get_mask2former_param_groups
 from .sync_batchnorm import adapt_sync_batchnorm
 from .trainer import IterationSeed, Trainer, create_ddp_model, format_results_table, run_seed, setup_cfg
-from .tta import SemanticSegmentorWithTTA
+from .tta import MaskFormerWithTTA, QueryFusion

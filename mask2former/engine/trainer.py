@@ -30,7 +30,7 @@ from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_see
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .sync_batchnorm import adapt_sync_batchnorm
-from .tta import SemanticSegmentorWithTTA
+from .tta import MaskFormerWithTTA
 
 __all__ = ["Trainer", "IterationSeed", "setup_cfg", "run_seed", "create_ddp_model"]
 
@@ -184,9 +184,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def test_with_TTA(cls, cfg, model):
-        """Evaluate `model` with multi-scale + flip semantic TTA; metric names get "_TTA"."""
+        """Evaluate `model` with multi-scale + flip test-time augmentation (`MaskFormerWithTTA`);
+        metric names get "_TTA"."""
         logger.info("Running inference with test-time augmentation ...")
-        model = SemanticSegmentorWithTTA(cfg, model)
+        model = MaskFormerWithTTA(cfg, model)
         evaluators = [
             cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
             for name in cfg.DATASETS.TEST

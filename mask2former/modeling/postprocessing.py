@@ -8,7 +8,7 @@ the same pixels as the straightforward path (`postprocess_all_queries`, kept for
 and benchmarks). The semantic map, which needs every query, uses the separability of
 bilinear resizing to go through the output in bands of rows.
 """
-from typing import FrozenSet, Optional, Sequence
+from typing import FrozenSet, NamedTuple, Optional, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, Instances
 
 __all__ = [
     "QueryMaskUpsampler",
+    "QueryPredictions",
     "semantic_inference",
     "banded_semantic_inference",
     "select_panoptic_queries",
@@ -26,6 +27,7 @@ __all__ = [
     "instance_inference",
     "masks_to_boxes",
     "postprocess_image",
+    "results_from_upsampled_masks",
     "postprocess_all_queries",
 ]
 
@@ -76,6 +78,14 @@ class QueryMaskUpsampler:
         if resize_to_output:
             masks = F.interpolate(masks, size=self.output_size, mode="bilinear", align_corners=False)
         return masks[:, 0]
+
+
+class QueryPredictions(NamedTuple):
+    """One image's predictions before post-processing: class logits (Q, K+1) of every query
+    and their mask logits, with the sizes that place them in the requested output."""
+
+    class_logits: torch.Tensor
+    masks: QueryMaskUpsampler
 
 
 def semantic_inference(class_logits, mask_logits):
@@ -378,6 +388,41 @@ def postprocess_image(
     return result
 
 
+def results_from_upsampled_masks(
+    class_logits,
+    masks,
+    *,
+    num_classes: int,
+    panoptic_on: bool,
+    instance_on: bool,
+    object_mask_threshold: float,
+    overlap_threshold: float,
+    detections_per_image: int,
+    thing_classes: Optional[FrozenSet[int]],
+):
+    """Panoptic and instance results from the mask logits of every query, already at the
+    output size.
+
+    Args:
+        class_logits (Tensor): (Q, K+1).
+        masks (Tensor): (Q, height, width) mask logits (not modified).
+        other arguments: as in `postprocess_image`.
+
+    Returns:
+        dict with "panoptic_seg" and/or "instances", as requested.
+    """
+    result = {}
+    if instance_on:
+        queries, scores, labels = select_instance_queries(
+            class_logits, detections_per_image, thing_classes if panoptic_on else None
+        )
+        result["instances"] = instance_inference(scores, labels, masks[queries], tuple(masks.shape[-2:]))
+    if panoptic_on:
+        queries, scores, labels = select_panoptic_queries(class_logits, num_classes, object_mask_threshold)
+        result["panoptic_seg"] = panoptic_inference(scores, labels, masks[queries], overlap_threshold, thing_classes)
+    return result
+
+
 def postprocess_all_queries(
     class_logits,
     mask_logits,
@@ -407,14 +452,17 @@ def postprocess_all_queries(
             result["sem_seg"] = semantic_inference(class_logits, all_masks)
         else:
             result["sem_seg"] = sem_seg_postprocess(semantic_inference(class_logits, padded), image_size, *output_size)
-    if instance_on:
-        queries, scores, labels = select_instance_queries(
-            class_logits, detections_per_image, thing_classes if panoptic_on else None
+    result.update(
+        results_from_upsampled_masks(
+            class_logits,
+            all_masks,
+            num_classes=num_classes,
+            panoptic_on=panoptic_on,
+            instance_on=instance_on,
+            object_mask_threshold=object_mask_threshold,
+            overlap_threshold=overlap_threshold,
+            detections_per_image=detections_per_image,
+            thing_classes=thing_classes,
         )
-        result["instances"] = instance_inference(scores, labels, all_masks[queries], tuple(output_size))
-    if panoptic_on:
-        queries, scores, labels = select_panoptic_queries(class_logits, num_classes, object_mask_threshold)
-        result["panoptic_seg"] = panoptic_inference(
-            scores, labels, all_masks[queries], overlap_threshold, thing_classes
-        )
+    )
     return result

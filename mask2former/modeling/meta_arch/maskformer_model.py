@@ -1,5 +1,5 @@
 """The Mask2Former meta-architecture: backbone + mask-classification head + set criterion."""
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from detectron2.structures import BitMasks, ImageList
 
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
-from ..postprocessing import postprocess_image
+from ..postprocessing import QueryMaskUpsampler, QueryPredictions, postprocess_image, results_from_upsampled_masks
 
 __all__ = ["MaskFormer"]
 
@@ -229,32 +229,65 @@ class MaskFormer(nn.Module):
             return None
         return frozenset(int(v) for v in mapping.values())
 
-    def inference(self, outputs, batched_inputs, images: ImageList):
-        class_logits = outputs["pred_logits"]
-        mask_logits = outputs["pred_masks"]
+    def predict_queries(self, batched_inputs) -> List[QueryPredictions]:
+        """Inference without post-processing: per image, the class logits of every query and
+        an upsampler of their mask logits to the requested output size (for test-time
+        augmentation, which fuses the queries of several views)."""
+        images = self.preprocess_images(batched_inputs)
+        outputs = self.sem_seg_head(self.backbone(images.tensor))
+        return self._query_predictions(outputs, batched_inputs, images)
+
+    def _query_predictions(self, outputs, batched_inputs, images: ImageList) -> List[QueryPredictions]:
         padded_size = tuple(images.tensor.shape[-2:])
-        thing_classes = self.thing_classes()
-        results = []
+        predictions = []
         for i, inputs in enumerate(batched_inputs):
             image_size = images.image_sizes[i]
             output_size = (inputs.get("height", image_size[0]), inputs.get("width", image_size[1]))
-            results.append(
-                postprocess_image(
-                    class_logits[i],
-                    mask_logits[i],
-                    padded_size,
-                    image_size,
-                    output_size,
-                    num_classes=self.num_classes,
-                    semantic_on=self.semantic_on,
-                    panoptic_on=self.panoptic_on,
-                    instance_on=self.instance_on,
-                    resize_before_semantic=self.sem_seg_postprocess_before_inference,
-                    object_mask_threshold=self.object_mask_threshold,
-                    overlap_threshold=self.overlap_threshold,
-                    detections_per_image=self.test_topk_per_image,
-                    thing_classes=thing_classes,
-                    query_chunk_size=self.query_chunk_size,
-                )
-            )
-        return results
+            masks = QueryMaskUpsampler(outputs["pred_masks"][i], padded_size, image_size, output_size)
+            predictions.append(QueryPredictions(outputs["pred_logits"][i], masks))
+        return predictions
+
+    def inference(self, outputs, batched_inputs, images: ImageList):
+        return [self.postprocess(p) for p in self._query_predictions(outputs, batched_inputs, images)]
+
+    def postprocess(
+        self,
+        predictions: QueryPredictions,
+        semantic_on: Optional[bool] = None,
+        panoptic_on: Optional[bool] = None,
+        instance_on: Optional[bool] = None,
+    ) -> Dict:
+        """The results of one image; each task defaults to whether the model has it on."""
+        masks = predictions.masks
+        return postprocess_image(
+            predictions.class_logits,
+            masks.mask_logits,
+            masks.padded_size,
+            masks.image_size,
+            masks.output_size,
+            num_classes=self.num_classes,
+            semantic_on=self.semantic_on if semantic_on is None else semantic_on,
+            panoptic_on=self.panoptic_on if panoptic_on is None else panoptic_on,
+            instance_on=self.instance_on if instance_on is None else instance_on,
+            resize_before_semantic=self.sem_seg_postprocess_before_inference,
+            object_mask_threshold=self.object_mask_threshold,
+            overlap_threshold=self.overlap_threshold,
+            detections_per_image=self.test_topk_per_image,
+            thing_classes=self.thing_classes(),
+            query_chunk_size=self.query_chunk_size,
+        )
+
+    def postprocess_upsampled(self, class_logits, mask_logits) -> Dict:
+        """Panoptic and instance results (those the model has on) from class logits (Q, K+1)
+        and mask logits (Q, height, width) already at the output size."""
+        return results_from_upsampled_masks(
+            class_logits,
+            mask_logits,
+            num_classes=self.num_classes,
+            panoptic_on=self.panoptic_on,
+            instance_on=self.instance_on,
+            object_mask_threshold=self.object_mask_threshold,
+            overlap_threshold=self.overlap_threshold,
+            detections_per_image=self.test_topk_per_image,
+            thing_classes=self.thing_classes(),
+        )
