@@ -321,6 +321,30 @@ def test_instance_seg_evaluator_maps_scattered_thing_ids(tiny, tmp_path):
         MetadataCatalog.remove(name)
 
 
+def test_instance_seg_evaluator_with_newer_detectron2_coco_api(tiny, monkeypatch):
+    """detectron2 after v0.6 picks the COCOeval class with `cocoeval_fn` instead of
+    `use_fast_impl`: the evaluator passes whichever the installed version takes."""
+    from detectron2.evaluation import coco_evaluation
+    from pycocotools.cocoeval import COCOeval
+
+    from mask2former.evaluation import instance_evaluation
+
+    v06 = coco_evaluation._evaluate_predictions_on_coco
+    chosen = []
+
+    def newer(coco_gt, coco_results, iou_type, kpt_oks_sigmas=None, cocoeval_fn=None, img_ids=None,
+              max_dets_per_image=None):
+        chosen.append(cocoeval_fn)
+        return v06(coco_gt, coco_results, iou_type, kpt_oks_sigmas, use_fast_impl=cocoeval_fn is not COCOeval,
+                   img_ids=img_ids, max_dets_per_image=max_dets_per_image)
+
+    monkeypatch.setattr(instance_evaluation, "_evaluate_predictions_on_coco", newer)
+    evaluator = InstanceSegEvaluator(f"{PREFIX}_instance", distributed=False, use_fast_impl=False)
+    res = _run(evaluator, tiny, lambda r: _instances_output(*_thing_masks(r), r["height"], r["width"]))
+    assert res["segm"]["AP"] == pytest.approx(100.0)
+    assert chosen and all(fn is COCOeval for fn in chosen)
+
+
 # ---------------------------------------------------------------------------------------
 # Bounded memory and clear errors
 # ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """COCO-style instance AP for datasets whose thing ids are a subset of all class ids."""
+import inspect
 import itertools
 import os
 
@@ -8,6 +9,20 @@ from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 from ..data.datasets.synthetic_shapes import write_json_atomic
 
 __all__ = ["InstanceSegEvaluator"]
+
+
+def _cocoeval_choice(use_fast_impl: bool) -> dict:
+    """The keyword that picks detectron2's C++ COCOeval or pycocotools' one: detectron2 v0.6
+    takes `use_fast_impl`, later versions take the class as `cocoeval_fn`."""
+    if "cocoeval_fn" in inspect.signature(_evaluate_predictions_on_coco).parameters:
+        from pycocotools.cocoeval import COCOeval
+
+        if not use_fast_impl:
+            return {"cocoeval_fn": COCOeval}
+        from detectron2.evaluation.fast_eval_api import COCOeval_opt
+
+        return {"cocoeval_fn": COCOeval_opt}
+    return {"use_fast_impl": use_fast_impl}
 
 
 class InstanceSegEvaluator(COCOEvaluator):
@@ -56,7 +71,7 @@ class InstanceSegEvaluator(COCOEvaluator):
                     coco_results,
                     task,
                     kpt_oks_sigmas=self._kpt_oks_sigmas,
-                    use_fast_impl=self._use_fast_impl,
+                    **_cocoeval_choice(self._use_fast_impl),
                     img_ids=img_ids,
                     max_dets_per_image=self._max_dets_per_image,
                 )

@@ -34,6 +34,9 @@ class SemSegEvaluator(_D2SemSegEvaluator):
             if not hasattr(meta, field):
                 raise ValueError(f"SemSegEvaluator: metadata of dataset '{dataset_name}' has no '{field}'")
         super().__init__(dataset_name, distributed=distributed, output_dir=output_dir)
+        # Later detectron2 versions also report boundary IoU from a matrix that `process`
+        # here does not fill: keep the metrics to those of v0.6.
+        self._compute_boundary_iou = False
 
     def process(self, inputs, outputs):
         """
