@@ -13,7 +13,7 @@ import torch
 
 from mask2former.ops import MSDeformAttn, _extension, functional, ms_deform_attn, ms_deform_attn_reference
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 needs_kernel = pytest.mark.skipif(
     not _extension.is_available(),
@@ -328,9 +328,7 @@ def test_layer_parameters_and_published_initialisation():
 
 
 def test_layer_matches_published_checkpoint_keys():
-    path = SHARED / "reference/state_dict/configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.json"
-    if not path.exists():
-        pytest.skip(f"published state-dict key list not found at {path}")
+    path = REFERENCE / "state_dict/configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.json"
     entries = json.loads(path.read_text())["entries"]
     prefix = "sem_seg_head.pixel_decoder.transformer.encoder.layers.0.self_attn."
     # entries: [key, shape, "param" | "buffer"] in state-dict order

@@ -15,10 +15,9 @@ import mask2former  # noqa: F401  (registers the model components)
 from mask2former.config import add_deeplab_config, add_maskformer2_config
 
 ROOT = Path(__file__).resolve().parents[1]
-MANIFESTS = ROOT.parent / "shared" / "reference" / "state_dict" / "configs"
+MANIFESTS = ROOT / "tests" / "reference" / "state_dict" / "configs"
 
-if not MANIFESTS.is_dir():
-    pytest.skip(f"reference state-dict manifests not found at {MANIFESTS}", allow_module_level=True)
+assert MANIFESTS.is_dir(), f"reference state-dict manifests missing: {MANIFESTS}"
 
 CONFIGS = sorted(str(p.relative_to(MANIFESTS).with_suffix(".yaml")) for p in MANIFESTS.rglob("*.json"))
 
