@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Instances
 from torch import nn
 
 from mask2former.config import add_deeplab_config, add_maskformer2_config

@@ -9,7 +9,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 

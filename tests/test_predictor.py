@@ -5,7 +5,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from demo_test_utils import make_image, real_model_or_reason, stand_in_cfg, tiny_cfg
+from demo_test_utils import make_image, real_model_or_reason, stand_in_cfg
 from mask2former.predictor import Mask2FormerPredictor
 from mask2former.utils.checkpoint import CheckpointMismatchError
 

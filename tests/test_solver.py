@@ -8,7 +8,6 @@ from torch import nn
 
 from mask2former.config import add_deeplab_config, add_maskformer2_config
 from mask2former.engine import WarmupPolyLR, build_lr_scheduler, build_optimizer
-from mask2former.engine.optimizer import get_mask2former_param_groups
 
 
 def _cfg(**solver):

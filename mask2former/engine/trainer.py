@@ -5,19 +5,17 @@ import logging
 import os
 import weakref
 from collections import OrderedDict
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import (
     DatasetFromList,
-    MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
 )
-from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, default_setup, hooks
-from detectron2.evaluation import verify_results
+from detectron2.engine import DefaultTrainer, HookBase, TrainerBase, default_setup
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
