@@ -28,6 +28,8 @@ from detectron2.modeling import DatasetMapperTTA
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ..modeling.postprocessing import semantic_inference
+
 __all__ = ["MaskFormerWithTTA", "QueryFusion"]
 
 
@@ -152,15 +154,23 @@ class MaskFormerWithTTA(nn.Module):
         for view in views:
             flipped = _is_flipped(view.pop("transforms"))
             prediction = self.model.predict_queries([view])[0]
-            scores = self.model.postprocess(prediction, panoptic_on=False, instance_on=False).get("sem_seg")
-            if scores is not None:
+            mask_logits = prediction.masks(slice(None))  # (Q, height, width)
+            if self.model.semantic_on:
+                scores = self._view_semantic(prediction, mask_logits)
                 semantic.add(scores.flip(dims=[2]) if flipped else scores)
-            masks = prediction.masks(slice(None)).sigmoid_()
+            masks = mask_logits.sigmoid_()
             fusion.add(prediction.class_logits.softmax(-1), masks.flip(dims=[2]) if flipped else masks)
         result = self.model.postprocess_upsampled(*fusion.fused_logits())
         if semantic.count:
             result["sem_seg"] = semantic.mean()
         return result
+
+    def _view_semantic(self, prediction, mask_logits):
+        """The model's semantic scores of one view; from the masks already upsampled to the
+        output size when the model computes them from masks at that size."""
+        if self.model.sem_seg_postprocess_before_inference:
+            return semantic_inference(prediction.class_logits, mask_logits)
+        return self.model.postprocess(prediction, panoptic_on=False, instance_on=False)["sem_seg"]
 
     def _semantic_inference(self, inputs: Dict, views: List[Dict]) -> Dict:
         semantic, plain_view_output = _Average(), None
