@@ -141,7 +141,7 @@ class MaskFormerWithTTA(nn.Module):
         views = self.tta_mapper(inputs)
         if self._fuses_queries():
             return self._fused_inference(inputs, views)
-        return self._semantic_inference(inputs, views)
+        return self._averaged_semantic_inference(inputs, views)
 
     def _fused_inference(self, inputs: Dict, views: List[Dict]) -> Dict:
         # The first view added is the matching reference: the unflipped one nearest in size.
@@ -172,7 +172,7 @@ class MaskFormerWithTTA(nn.Module):
             return semantic_inference(prediction.class_logits, mask_logits)
         return self.model.postprocess(prediction, panoptic_on=False, instance_on=False)["sem_seg"]
 
-    def _semantic_inference(self, inputs: Dict, views: List[Dict]) -> Dict:
+    def _averaged_semantic_inference(self, inputs: Dict, views: List[Dict]) -> Dict:
         semantic, plain_view_output = _Average(), None
         for view in views:
             flipped = _is_flipped(view.pop("transforms"))
