@@ -1,0 +1,17 @@
+"""Video data: YouTube-VIS-format datasets (the published names are registered on import)
+and the video dataset mapper."""
+
+from .ytvis import (
+    load_ytvis_json,
+    register_published_ytvis,
+    register_ytvis_dataset,
+    ytvis_metadata,
+)
+
+__all__ = [
+    "load_ytvis_json",
+    "register_ytvis_dataset",
+    "ytvis_metadata",
+]
+
+register_published_ytvis()

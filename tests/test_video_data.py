@@ -1,0 +1,170 @@
+"""YouTube-VIS loading, registration and the video dataset mapper, on a tiny json with
+frames written to a temporary folder."""
+
+import json
+import os
+
+import numpy as np
+import pycocotools.mask as mask_util
+import pytest
+from PIL import Image
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import transforms as T
+
+from mask2former.data.datasets import DatasetNotFoundError, register_datasets_from_file
+from mask2former.video.data import load_ytvis_json, register_ytvis_dataset
+
+HEIGHT, WIDTH, LENGTH = 24, 32, 6
+
+
+def _square(x0, y0, size):
+    mask = np.zeros((HEIGHT, WIDTH), dtype=np.uint8)
+    mask[y0 : y0 + size, x0 : x0 + size] = 1
+    return mask
+
+
+def _uncompressed_rle(mask):
+    """Column-major run lengths starting with zeros, as in the YouTube-VIS jsons."""
+    flat = mask.flatten(order="F")
+    counts, value, run = [], 0, 0
+    for v in flat:
+        if v != value:
+            counts.append(run)
+            value, run = v, 0
+        run += 1
+    counts.append(run)
+    return {"size": [HEIGHT, WIDTH], "counts": counts}
+
+
+def _compressed_rle(mask):
+    rle = mask_util.encode(np.asfortranarray(mask))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _polygon(x0, y0, size):
+    x1, y1 = x0 + size, y0 + size
+    return [[x0, y0, x1, y0, x1, y1, x0, y1]]
+
+
+def write_tiny_ytvis(folder):
+    """One video of LENGTH frames where frame t's pixel (0, 0) is t * 10, with
+    track 1 (class id 3): a polygon square moving right in frames 0..3, absent in 4..5;
+    track 2 (class id 7): uncompressed RLE in even frames, compressed RLE in odd ones,
+    absent (null) in frame 2. Returns (json path, image root)."""
+    image_root = os.path.join(folder, "JPEGImages")
+    os.makedirs(os.path.join(image_root, "vid"), exist_ok=True)
+    file_names = []
+    for t in range(LENGTH):
+        frame = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
+        frame[:4, :4] = t * 10
+        name = f"vid/{t:05d}.png"  # lossless, so tests can read frame ids back
+        Image.fromarray(frame).save(os.path.join(image_root, name))
+        file_names.append(name)
+    track1 = [_polygon(2 + t, 4, 6) if t < 4 else None for t in range(LENGTH)]
+    track2 = []
+    for t in range(LENGTH):
+        mask = _square(20, 10 + t, 5)
+        track2.append(None if t == 2 else (_uncompressed_rle if t % 2 == 0 else _compressed_rle)(mask))
+    data = {
+        "videos": [
+            {"id": 5, "file_names": file_names, "height": HEIGHT, "width": WIDTH, "length": LENGTH}
+        ],
+        "categories": [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}],
+        "annotations": [
+            {
+                "id": 1,
+                "video_id": 5,
+                "category_id": 3,
+                "iscrowd": 0,
+                "segmentations": track1,
+                "bboxes": [[2 + t, 4, 6, 6] if s else None for t, s in enumerate(track1)],
+                "areas": [36 if s else None for s in track1],
+            },
+            {
+                "id": 2,
+                "video_id": 5,
+                "category_id": 7,
+                "iscrowd": 0,
+                "segmentations": track2,
+                "bboxes": [[20, 10 + t, 5, 5] if s else None for t, s in enumerate(track2)],
+                "areas": [25 if s else None for s in track2],
+            },
+        ],
+    }
+    json_file = os.path.join(folder, "train.json")
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    return json_file, image_root
+
+
+@pytest.fixture
+def tiny_ytvis(tmp_path):
+    return write_tiny_ytvis(str(tmp_path))
+
+
+def test_load_ytvis_json_frames_and_formats(tiny_ytvis):
+    json_file, image_root = tiny_ytvis
+    (record,) = load_ytvis_json(json_file, image_root, {3: 0, 7: 1})
+    assert record["video_id"] == 5 and record["length"] == LENGTH
+    assert record["file_names"][2] == os.path.join(image_root, "vid/00002.png")
+    ids_per_frame = [[a["id"] for a in frame] for frame in record["annotations"]]
+    assert ids_per_frame == [[1, 2], [1, 2], [1], [1, 2], [2], [2]]
+    classes = {a["id"]: a["category_id"] for frame in record["annotations"] for a in frame}
+    assert classes == {1: 0, 2: 1}
+    # Uncompressed and compressed RLE decode to the same square.
+    for t in (0, 1):
+        (anno,) = [a for a in record["annotations"][t] if a["id"] == 2]
+        np.testing.assert_array_equal(mask_util.decode(anno["segmentation"]), _square(20, 10 + t, 5))
+
+
+def test_load_ytvis_json_errors_name_the_file(tiny_ytvis, tmp_path):
+    json_file, image_root = tiny_ytvis
+    with pytest.raises(ValueError, match="category_id 7"):
+        load_ytvis_json(json_file, image_root, {3: 0})
+    data = json.load(open(json_file))
+    data["annotations"][0]["segmentations"].pop()
+    bad = str(tmp_path / "bad.json")
+    json.dump(data, open(bad, "w"))
+    with pytest.raises(ValueError, match="bad.json.*5 segmentations"):
+        load_ytvis_json(bad, image_root, {3: 0, 7: 1})
+
+
+def test_register_ytvis_dataset_and_datasets_file(tiny_ytvis, tmp_path):
+    json_file, image_root = tiny_ytvis
+    register_ytvis_dataset("tiny_ytvis_test", json_file, image_root)
+    try:
+        meta = MetadataCatalog.get("tiny_ytvis_test")
+        assert meta.thing_classes == ["cat", "dog"] and meta.evaluator_type == "ytvis"
+        assert meta.thing_dataset_id_to_contiguous_id == {3: 0, 7: 1}
+        assert len(DatasetCatalog.get("tiny_ytvis_test")) == 1
+        with pytest.raises(FileNotFoundError, match="image_root 'nowhere'"):
+            register_ytvis_dataset("tiny_ytvis_other", json_file, "nowhere")
+    finally:
+        DatasetCatalog.remove("tiny_ytvis_test")
+        MetadataCatalog.remove("tiny_ytvis_test")
+
+    listing = tmp_path / "datasets.yaml"
+    listing.write_text(
+        "- {name: tiny_ytvis_file, type: ytvis, json_file: train.json, image_root: JPEGImages}\n"
+    )
+    try:
+        assert register_datasets_from_file(str(listing)) == ["tiny_ytvis_file"]
+        assert DatasetCatalog.get("tiny_ytvis_file")[0]["video_id"] == 5
+    finally:
+        DatasetCatalog.remove("tiny_ytvis_file")
+        MetadataCatalog.remove("tiny_ytvis_file")
+
+
+def test_published_names_and_missing_path_error(tmp_path, monkeypatch):
+    for year in ("2019", "2021"):
+        for split in ("train", "val"):
+            meta = MetadataCatalog.get(f"ytvis_{year}_{split}")
+            assert len(meta.thing_classes) == 40 and meta.evaluator_type == "ytvis"
+    assert MetadataCatalog.get("ytvis_2019_train").thing_classes[:2] == ["person", "giant_panda"]
+    assert MetadataCatalog.get("ytvis_2021_val").thing_classes[-1] == "zebra"
+    assert MetadataCatalog.get("ytvis_2021_val").json_file.endswith(
+        os.path.join("ytvis_2021", "valid.json")
+    )
+    with pytest.raises(DatasetNotFoundError, match="ytvis_2019_train.*JPEGImages"):
+        DatasetCatalog.get("ytvis_2019_train")
