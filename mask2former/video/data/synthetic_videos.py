@@ -20,6 +20,7 @@ Registered datasets (YouTube-VIS type, no disk access until ``DatasetCatalog.get
 both at 128 x 160, and ``synthetic_videos_mini_train`` (4 clips of 6 frames),
 ``synthetic_videos_mini_val`` (2 clips), at 64 x 80, for smoke tests.
 """
+import functools
 import logging
 import math
 from pathlib import Path
@@ -27,8 +28,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
-
-from detectron2.data import DatasetCatalog
 
 from ...data.datasets.synthetic_shapes import (
     SYNTHETIC_SHAPES_CATEGORIES,
@@ -45,6 +44,8 @@ from ...data.datasets.synthetic_shapes import (
     uniform_noise,
     write_json_atomic,
 )
+from ...data.datasets.registration import register_once
+from .ytvis import load_ytvis_json, ytvis_metadata
 
 __all__ = [
     "SYNTHETIC_VIDEOS_VERSION",
@@ -53,7 +54,9 @@ __all__ = [
     "render_clip",
     "generate_synthetic_videos",
     "ensure_synthetic_videos",
+    "ensure_video_split_dir",
     "ensure_dataset_files",
+    "register_synthetic_video_split",
     "register_synthetic_videos",
 ]
 
@@ -91,7 +94,7 @@ def _random_track(rng, num_frames, height, width):
         # one end beyond a border: the shape enters (start outside) or leaves (end outside)
         outside = start if rng.random() < 0.5 else end
         axis = int(rng.integers(0, 2))
-        outside[axis] = -0.12 * size[axis] if rng.random() < 0.5 else 1.12 * size[axis]
+        outside[axis] = -0.25 * size[axis] if rng.random() < 0.5 else 1.25 * size[axis]
     t = np.linspace(0.0, 1.0, num_frames)[:, None]
     center = start + (end - start) * t
     radius = rng.uniform(0.09, 0.2) * scale * np.exp(rng.uniform(-0.4, 0.4) * t[:, 0])
@@ -130,6 +133,8 @@ def render_clip(rng, num_frames, height, width, max_things=4):
             mask = draw_shape(category["name"], form, center[t], radius[t], rotation[t], height, width)
             segment_maps[t][mask] = k + 1
             ys, xs = np.nonzero(mask)
+            if not len(ys):
+                continue  # wholly outside the frame
             # the pattern moves, turns and scales with the shape: paint in its own frame
             dx, dy = xs - center[t][0], ys - center[t][1]
             cos, sin, zoom = math.cos(rotation[t]), math.sin(rotation[t]), radius[0] / radius[t]
@@ -199,17 +204,21 @@ def _split_dir(split, root=None):
     return root / "synthetic_videos" / f"v{SYNTHETIC_VIDEOS_VERSION}" / split
 
 
-def ensure_synthetic_videos(split, root=None):
-    """Make sure the built-in ``split`` (a key of ``VIDEO_SPLITS``) exists in the cache
-    (``root``, default ``cache_root()``), generating it on first use. Returns its folder."""
-    split_dir = _split_dir(split, root)
-    num_videos, num_frames, seed, image_size = VIDEO_SPLITS[split]
-
+def ensure_video_split_dir(split_dir, num_videos, num_frames, image_size, seed=0):
+    """Make sure ``split_dir`` holds a generated split, generating it if absent (safe when
+    several processes call this at once: lock file + atomic rename). Returns the folder."""
     def fill(tmp):
         logger.info(f"Generating synthetic videos ({num_videos} clips) into {split_dir}")
         generate_synthetic_videos(tmp, num_videos, num_frames, image_size, seed)
 
     return build_directory_once(split_dir, fill)
+
+
+def ensure_synthetic_videos(split, root=None):
+    """Make sure the built-in ``split`` (a key of ``VIDEO_SPLITS``) exists in the cache
+    (``root``, default ``cache_root()``), generating it on first use. Returns its folder."""
+    num_videos, num_frames, seed, image_size = VIDEO_SPLITS[split]
+    return ensure_video_split_dir(_split_dir(split, root), num_videos, num_frames, image_size, seed)
 
 
 # dataset name -> zero-argument function that makes its files exist
@@ -226,20 +235,31 @@ def ensure_dataset_files(dataset_name):
     return True
 
 
+def register_synthetic_video_split(name, split_dir, num_videos, num_frames, image_size, seed=0):
+    """Register ``name`` as a YouTube-VIS dataset (evaluator_type "ytvis") of a split
+    generated into ``split_dir`` with these generator arguments when it is first loaded
+    (or, through ``ensure_dataset_files``, evaluated). Touches no disk."""
+    split_dir = Path(split_dir)
+    json_file, image_root = str(split_dir / "instances.json"), str(split_dir / "JPEGImages")
+    metadata = ytvis_metadata(SYNTHETIC_VIDEO_CATEGORIES)
+    ensure = functools.partial(ensure_video_split_dir, split_dir, num_videos, num_frames, image_size, seed)
+
+    def load():
+        ensure()
+        return load_ytvis_json(json_file, image_root, metadata["thing_dataset_id_to_contiguous_id"])
+
+    if register_once(name, load, dict(json_file=json_file, image_root=image_root,
+                                      evaluator_type="ytvis", **metadata)):
+        _ENSURE_FILES[name] = ensure
+
+
 def register_synthetic_videos(root=None):
     """Register ``synthetic_videos_<split>`` for every split of ``VIDEO_SPLITS`` in the
-    cache folder ``root`` (default ``cache_root()``, resolved now). Touches no disk: the
-    split is generated when the dataset is first loaded."""
-    from .ytvis import register_ytvis_dataset
-
-    for split in VIDEO_SPLITS:
-        name = f"synthetic_videos_{split}"
-        split_dir = _split_dir(split, root)
-        register_ytvis_dataset(name, str(split_dir / "instances.json"), str(split_dir / "JPEGImages"))
-        load = DatasetCatalog[name]
-        ensure = _ENSURE_FILES[name] = lambda s=split: ensure_synthetic_videos(s, root)
-        DatasetCatalog.remove(name)
-        DatasetCatalog.register(name, lambda load=load, ensure=ensure: (ensure(), load())[1])
+    cache folder ``root`` (default ``cache_root()``, resolved now). Touches no disk."""
+    for split, (num_videos, num_frames, seed, image_size) in VIDEO_SPLITS.items():
+        register_synthetic_video_split(
+            f"synthetic_videos_{split}", _split_dir(split, root), num_videos, num_frames, image_size, seed
+        )
 
 
 register_synthetic_videos()
