@@ -153,11 +153,9 @@ class Trainer(DefaultTrainer):
                 cfg.DATALOADER.SAMPLER_TRAIN,
             )
             resumable = False
+        dicts = cls.train_dataset_dicts(cfg)
         if not resumable:
-            return build_detection_train_loader(cfg, mapper=mapper)
-        dicts = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
         dataset = IterationBatchDataset(
             DatasetFromList(dicts, copy=False, serialize=True),
             mapper,
@@ -167,6 +165,14 @@ class Trainer(DefaultTrainer):
             seed=run_seed(cfg),
         )
         return ResumableTrainLoader(dataset, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def train_dataset_dicts(cls, cfg):
+        """The records of `DATASETS.TRAIN`, without images that have no annotation when
+        `DATALOADER.FILTER_EMPTY_ANNOTATIONS` is set."""
+        return get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -222,12 +228,15 @@ def format_results_table(results: Dict) -> str:
     return tabulate(rows, tablefmt="pipe") if rows else str(dict(results))
 
 
-def setup_cfg(args, freeze: bool = True):
-    """Config from `args.config_file` + `args.opts`, on CPU when no GPU is available, and
-    detectron2's default setup (logger, config dump, seeding)."""
+def setup_cfg(args, freeze: bool = True, extra_configs=()):
+    """Config from `args.config_file` + `args.opts` (after the `add_*_config(cfg)`
+    functions of `extra_configs`), on CPU when no GPU is available, and detectron2's
+    default setup (logger, config dump, seeding)."""
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
+    for add_config in extra_configs:
+        add_config(cfg)
     if args.config_file:
         if not os.path.isfile(args.config_file):
             raise FileNotFoundError(f"--config-file {args.config_file} does not exist")
