@@ -1,6 +1,8 @@
 """Video data: YouTube-VIS-format datasets (the published names are registered on import)
 and the video dataset mapper."""
 
+from .augmentations import ClipAugmentation, build_clip_augmentation
+from .dataset_mapper import YTVISDatasetMapper, sample_frame_indices
 from .ytvis import (
     load_ytvis_json,
     register_published_ytvis,
@@ -9,6 +11,10 @@ from .ytvis import (
 )
 
 __all__ = [
+    "ClipAugmentation",
+    "build_clip_augmentation",
+    "YTVISDatasetMapper",
+    "sample_frame_indices",
     "load_ytvis_json",
     "register_ytvis_dataset",
     "ytvis_metadata",
