@@ -7,13 +7,22 @@ import os
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
+import torch
 from PIL import Image
 
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import transforms as T
 
 from mask2former.data.datasets import DatasetNotFoundError, register_datasets_from_file
-from mask2former.video.data import load_ytvis_json, register_ytvis_dataset
+from mask2former.video.data import (
+    ClipAugmentation,
+    YTVISDatasetMapper,
+    build_clip_augmentation,
+    load_ytvis_json,
+    register_ytvis_dataset,
+    sample_frame_indices,
+)
 
 HEIGHT, WIDTH, LENGTH = 24, 32, 6
 
@@ -168,3 +177,167 @@ def test_published_names_and_missing_path_error(tmp_path, monkeypatch):
     )
     with pytest.raises(DatasetNotFoundError, match="ytvis_2019_train.*JPEGImages"):
         DatasetCatalog.get("ytvis_2019_train")
+
+
+# ---------------------------------------------------------------------------------------
+# Frame sampling and the mapper
+
+
+def test_sample_frame_indices_range_and_order():
+    rng = np.random.RandomState(0)
+    seen_unsorted = False
+    for _ in range(200):
+        idx = sample_frame_indices(30, 4, 3, shuffle=False, rng=rng)
+        assert idx == sorted(idx) and len(set(idx)) == 4
+        # Some frame (the reference) has every other one within the range.
+        assert any(all(abs(t - r) <= 3 for t in idx) for r in idx)
+        assert all(0 <= t < 30 for t in idx)
+        shuffled = sample_frame_indices(30, 4, 3, shuffle=True, rng=rng)
+        assert any(all(abs(t - r) <= 3 for t in shuffled) for r in shuffled)
+        seen_unsorted |= shuffled != sorted(shuffled)
+    assert seen_unsorted
+    # Short videos repeat frames; a one-frame video repeats its frame.
+    assert sorted(set(sample_frame_indices(2, 5, 3, False, rng))) == [0, 1]
+    assert sample_frame_indices(1, 3, 3, False, rng) == [0, 0, 0]
+
+
+def _frame_marker(image):
+    """The frame id written into the top-left corner by write_tiny_ytvis."""
+    return int(image[0, 0, 0]) // 10
+
+
+def test_mapper_instances_absent_frames_and_ids(tiny_ytvis):
+    json_file, image_root = tiny_ytvis
+    (record,) = load_ytvis_json(json_file, image_root, {3: 0, 7: 1})
+    mapper = YTVISDatasetMapper(
+        True,
+        augmentation=ClipAugmentation([], []),
+        image_format="RGB",
+        sampling_frame_num=LENGTH,
+        sampling_frame_range=LENGTH,
+        num_classes=2,
+    )
+    out = mapper(record)
+    assert out["frame_idx"] == list(range(LENGTH))
+    assert [_frame_marker(i) for i in out["image"]] == list(range(LENGTH))
+    assert all(i.dtype == torch.uint8 and i.shape == (3, HEIGHT, WIDTH) for i in out["image"])
+    assert (out["height"], out["width"]) == (HEIGHT, WIDTH)
+    ids = torch.stack([i.gt_ids for i in out["instances"]], dim=1)
+    assert ids.tolist() == [[1, 1, 1, 1, -1, -1], [2, 2, -1, 2, 2, 2]]
+    for t, instances in enumerate(out["instances"]):
+        assert instances.gt_classes.tolist() == [0, 1]
+        masks = instances.gt_masks.tensor
+        expected1 = _square(2 + t, 4, 7) if t < 4 else np.zeros((HEIGHT, WIDTH))
+        # polygons are rasterised with their far edge included, hence 7 for a side of 6
+        assert np.abs(masks[0].numpy().astype(int) - expected1).sum() <= 2 * 7
+        expected2 = np.zeros((HEIGHT, WIDTH)) if t == 2 else _square(20, 10 + t, 5)
+        np.testing.assert_array_equal(masks[1].numpy(), expected2)
+
+    # Clips of two neighbouring frames: objects absent from both are dropped.
+    mapper = YTVISDatasetMapper(
+        True,
+        augmentation=ClipAugmentation([], []),
+        image_format="RGB",
+        sampling_frame_num=2,
+        sampling_frame_range=1,
+    )
+    mapper.rng = np.random.RandomState(0)
+    visible = {t: {1, 2} for t in range(LENGTH)}
+    visible[2], visible[4], visible[5] = {1}, {2}, {2}
+    seen = set()
+    for _ in range(30):
+        out = mapper(record)
+        idx = out["frame_idx"]
+        seen.add(tuple(idx))
+        expected = sorted(visible[idx[0]] | visible[idx[1]])
+        ids = [sorted({int(i) for inst in out["instances"] for i in inst.gt_ids if i >= 0})]
+        assert ids == [expected]
+        assert all(len(inst) == len(expected) for inst in out["instances"])
+    assert (4, 5) in seen  # the clip that drops track 1
+
+
+def _by_clip_cfg(sampling, flip):
+    cfg = CfgNode(
+        {
+            "INPUT": {
+                "CROP": {"ENABLED": True, "TYPE": "absolute_range", "SIZE": [12, 20]},
+                "MIN_SIZE_TRAIN": [16, 24, 32, 40],
+                "MAX_SIZE_TRAIN": 1000,
+                "MIN_SIZE_TRAIN_SAMPLING": sampling,
+                "RANDOM_FLIP": flip,
+                "AUGMENTATIONS": [],
+            }
+        }
+    )
+    return cfg
+
+
+def test_clip_augmentation_identical_across_frames():
+    rng = np.random.RandomState(0)
+    frame = rng.randint(0, 255, (HEIGHT, WIDTH, 3)).astype(np.uint8)
+    augmentation = build_clip_augmentation(_by_clip_cfg("choice_by_clip", "flip_by_clip"), True)
+    sizes, flips = set(), set()
+    for _ in range(40):
+        frames, transforms = augmentation([frame.copy() for _ in range(5)])
+        for other in frames[1:]:
+            np.testing.assert_array_equal(other, frames[0])
+        assert len({str(t.transforms) for t in transforms}) == 1
+        sizes.add(frames[0].shape[:2])
+        flips.add(any(isinstance(t, T.HFlipTransform) for t in transforms[0].transforms))
+    assert len(sizes) > 1 and flips == {True, False}  # it does draw, once per clip
+
+    # Without "_by_clip" the resize and flip are drawn per frame.
+    per_frame = build_clip_augmentation(_by_clip_cfg("choice", "horizontal"), True)
+    differs = False
+    for _ in range(20):
+        frames, _ = per_frame([frame.copy() for _ in range(5)])
+        differs |= any(f.shape != frames[0].shape or (f != frames[0]).any() for f in frames)
+    assert differs
+    with pytest.raises(ValueError, match="INPUT.RANDOM_FLIP"):
+        build_clip_augmentation(_by_clip_cfg("choice", "sideways"), True)
+
+
+def test_mapper_masks_follow_the_clip_augmentation(tiny_ytvis):
+    """Flipped and resized frames carry masks flipped and resized the same way."""
+    json_file, image_root = tiny_ytvis
+    (record,) = load_ytvis_json(json_file, image_root, {3: 0, 7: 1})
+    cfg = _by_clip_cfg("choice_by_clip", "flip_by_clip")
+    cfg.INPUT.CROP.ENABLED = False
+    cfg.INPUT.MIN_SIZE_TRAIN = [48]
+    mapper = YTVISDatasetMapper(
+        True,
+        augmentation=build_clip_augmentation(cfg, True),
+        image_format="RGB",
+        sampling_frame_num=3,
+        sampling_frame_range=5,
+    )
+    mapper.rng = np.random.RandomState(1)
+    flipped = set()
+    for _ in range(8):
+        out = mapper(record)
+        for t, image, instances in zip(out["frame_idx"], out["image"], out["instances"]):
+            assert image.shape == (3, 48, 64)
+            marker_left = image[0, 0, 0] == 10 * t
+            flipped.add(bool(not marker_left))
+            rows = (instances.gt_ids == 2).nonzero().flatten().tolist()
+            if not rows:  # track 2 is absent from frame 2
+                continue
+            k = rows[0]
+            expected = np.kron(_square(20, 10 + t, 5), np.ones((2, 2)))
+            if not marker_left:
+                expected = expected[:, ::-1]
+            np.testing.assert_array_equal(instances.gt_masks.tensor[k].numpy(), expected)
+    assert flipped == {True, False}
+
+
+def test_mapper_test_mode_returns_all_frames(tiny_ytvis):
+    json_file, image_root = tiny_ytvis
+    (record,) = load_ytvis_json(json_file, image_root, {3: 0, 7: 1})
+    cfg = CfgNode({"INPUT": {"MIN_SIZE_TEST": 12, "MAX_SIZE_TEST": 1000}})
+    mapper = YTVISDatasetMapper(
+        False, augmentation=build_clip_augmentation(cfg, False), image_format="RGB"
+    )
+    out = mapper(record)
+    assert out["frame_idx"] == list(range(LENGTH)) and "instances" not in out
+    assert all(i.shape == (3, 12, 16) for i in out["image"])
+    assert (out["height"], out["width"]) == (HEIGHT, WIDTH)

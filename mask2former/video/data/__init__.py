@@ -2,6 +2,8 @@
 and the video dataset mapper."""
 
 from . import synthetic_videos  # noqa: F401  (registers the built-in synthetic videos)
+from .augmentations import ClipAugmentation, build_clip_augmentation
+from .dataset_mapper import YTVISDatasetMapper, sample_frame_indices
 from .ytvis import (
     load_ytvis_json,
     register_published_ytvis,
@@ -10,6 +12,10 @@ from .ytvis import (
 )
 
 __all__ = [
+    "ClipAugmentation",
+    "build_clip_augmentation",
+    "YTVISDatasetMapper",
+    "sample_frame_indices",
     "load_ytvis_json",
     "register_ytvis_dataset",
     "ytvis_metadata",
