@@ -44,6 +44,7 @@ from mask2former.config import add_deeplab_config, add_maskformer2_config  # noq
 from mask2former.utils.checkpoint import CheckpointMismatchError  # noqa: E402
 from mask2former.utils.visualizer import all_class_names, display_metadata  # noqa: E402
 from mask2former.video import add_maskformer2_video_config  # noqa: E402
+from mask2former.video import data as _video_data  # noqa: E402, F401  (registers the video datasets)
 from mask2former.video.predictor import VideoPredictor  # noqa: E402
 
 logger = logging.getLogger("mask2former.demo")

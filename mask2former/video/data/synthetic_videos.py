@@ -16,8 +16,8 @@ The data are generated on first use into
 seeded generator per video) and atomic (lock file + rename, as for ``synthetic_shapes``).
 
 Registered datasets (YouTube-VIS type, no disk access until ``DatasetCatalog.get``):
-``synthetic_videos_train`` (160 clips of 12 frames), ``synthetic_videos_val`` (24 clips),
-both at 128 x 160, and ``synthetic_videos_mini_train`` (4 clips of 6 frames),
+``synthetic_videos_train`` (200 clips of 12 frames), ``synthetic_videos_val`` (30 clips),
+both at 96 x 128, and ``synthetic_videos_mini_train`` (4 clips of 6 frames),
 ``synthetic_videos_mini_val`` (2 clips), at 64 x 80, for smoke tests.
 """
 import functools
@@ -74,8 +74,8 @@ SYNTHETIC_VIDEO_CATEGORIES = [
 
 # split -> (number of clips, frames per clip, seed, (height, width))
 VIDEO_SPLITS = {
-    "train": (160, 12, 0, (128, 160)),
-    "val": (24, 12, 1, (128, 160)),
+    "train": (200, 12, 0, (96, 128)),
+    "val": (30, 12, 1, (96, 128)),
     "mini_train": (4, 6, 2, (64, 80)),
     "mini_val": (2, 6, 3, (64, 80)),
 }
