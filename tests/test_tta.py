@@ -10,7 +10,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 
-from mask2former.engine import MaskFormerWithTTA, QueryFusion
+from mask2former.modeling import MaskFormerWithTTA, QueryFusion
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
 
 from maskformer_standins import tiny_cfg

@@ -21,13 +21,13 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import build_config, use_cpu_if_no_cuda
+from ..modeling.test_time_augmentation import MaskFormerWithTTA
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
 from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_seed
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .sync_batchnorm import adapt_sync_batchnorm
-from .tta import MaskFormerWithTTA
 
 __all__ = ["Trainer", "IterationSeed", "setup_cfg", "run_seed", "create_ddp_model"]
 
