@@ -101,8 +101,10 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_cfg(args):
-    cfg = build_config(args.config_file, args.opts)
+def setup_cfg(args, extra_configs=()):
+    """The frozen config of the arguments; `extra_configs` are further `add_*_config`
+    functions (a video model's keys)."""
+    cfg = build_config(args.config_file, args.opts, extra_configs=extra_configs)
     if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise DemoError(f"Weights file '{cfg.MODEL.WEIGHTS}' (MODEL.WEIGHTS) does not exist.")
     cfg.freeze()

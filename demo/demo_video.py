@@ -17,13 +17,11 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.utils.colormap import colormap
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.visualizer import Visualizer
@@ -36,12 +34,13 @@ from demo import (  # noqa: E402  (the image demo's input/output helpers)
     expand_inputs,
     plan_image_outputs,
     read_image_bgr,
+    setup_cfg,
     write_image,
     write_json,
 )
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config  # noqa: E402
 from mask2former.utils.checkpoint import CheckpointMismatchError  # noqa: E402
+from mask2former.utils.file_io import atomic_path  # noqa: E402
 from mask2former.utils.visualizer import all_class_names, display_metadata  # noqa: E402
 from mask2former.video import add_maskformer2_video_config  # noqa: E402
 from mask2former.video import data as _video_data  # noqa: E402, F401  (registers the video datasets)
@@ -75,21 +74,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER,
                         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return parser
-
-
-def setup_cfg(args):
-    if not os.path.isfile(args.config_file):
-        raise DemoError(f"Config file '{args.config_file}' does not exist.")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    add_maskformer2_video_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise DemoError(f"Weights file '{cfg.MODEL.WEIGHTS}' (MODEL.WEIGHTS) does not exist.")
-    cfg.freeze()
-    return cfg
 
 
 def read_video(path: str):
@@ -177,22 +161,15 @@ def instance_records(instances: List[Dict]) -> List[Dict]:
 
 @contextlib.contextmanager
 def atomic_video_writer(path: str, fps: float, size):
-    """A cv2.VideoWriter (mp4v) into a temporary file renamed to `path` on success."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    writer = cv2.VideoWriter(tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size[1], size[0]), True)
-    try:
-        if not writer.isOpened():
-            raise DemoError(f"Cannot open a video writer for '{path}'.")
-        yield writer
-        writer.release()
-        os.replace(tmp_path, path)
-    finally:
-        writer.release()
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    """A cv2.VideoWriter (mp4v) of frames of `size` (H, W), written atomically to `path`."""
+    with atomic_path(path) as tmp_path:
+        writer = cv2.VideoWriter(tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size[1], size[0]), True)
+        try:
+            if not writer.isOpened():
+                raise DemoError(f"Cannot open a video writer for '{path}'.")
+            yield writer
+        finally:
+            writer.release()
 
 
 def plan_outputs(args, files: Optional[List[str]]):
@@ -211,7 +188,7 @@ def plan_outputs(args, files: Optional[List[str]]):
 def run(args) -> Dict:
     """The demo for parsed arguments; returns {"video": path or None, "frames": [paths],
     "json": path or None, "instances": the JSON records}."""
-    cfg = setup_cfg(args)
+    cfg = setup_cfg(args, extra_configs=[add_maskformer2_video_config])
     files = expand_inputs(args.input) if args.input else None
     if args.video_input and not os.path.isfile(args.video_input):
         raise DemoError(f"Video file '{args.video_input}' does not exist.")

@@ -42,9 +42,9 @@ from ...data.datasets.synthetic_shapes import (
     stuff_texture,
     thing_painter,
     uniform_noise,
-    write_json_atomic,
 )
 from ...data.datasets.registration import register_once
+from ...utils.file_io import atomic_write_json
 from .ytvis import load_ytvis_json, ytvis_metadata
 
 __all__ = [
@@ -190,7 +190,7 @@ def generate_synthetic_videos(output_dir, num_videos, num_frames, image_size, se
             "seed": seed, "image_size": [height, width]}
     categories = [{"id": c["id"], "name": c["name"], "supercategory": "shape"}
                   for c in SYNTHETIC_VIDEO_CATEGORIES]
-    write_json_atomic(output_dir / "instances.json",
+    atomic_write_json(output_dir / "instances.json",
                       {"info": info, "videos": videos, "annotations": annotations, "categories": categories})
 
 
