@@ -340,3 +340,21 @@ def test_mapper_test_mode_returns_all_frames(tiny_ytvis):
     assert out["frame_idx"] == list(range(LENGTH)) and "instances" not in out
     assert all(i.shape == (3, 12, 16) for i in out["image"])
     assert (out["height"], out["width"]) == (HEIGHT, WIDTH)
+
+
+def test_mapper_from_published_config():
+    from detectron2.config import get_cfg
+
+    from mask2former import add_maskformer2_video_config
+
+    cfg = get_cfg()
+    add_maskformer2_video_config(cfg)
+    cfg.merge_from_file("configs/youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml")
+    mapper = YTVISDatasetMapper(cfg, is_train=True)
+    assert mapper.sampling_frame_num == 2 and mapper.sampling_frame_range == 20
+    assert mapper.num_classes == 40 and mapper.image_format == "RGB"
+    resize, flip = mapper.augmentation.augmentations
+    assert isinstance(resize, T.ResizeShortestEdge) and resize.short_edge_length == (360, 480)
+    assert isinstance(flip, T.RandomFlip) and mapper.augmentation.per_clip == [True, True]
+    test_resize = YTVISDatasetMapper(cfg, is_train=False).augmentation.augmentations[0]
+    assert test_resize.short_edge_length == (360, 360)

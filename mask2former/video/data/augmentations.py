@@ -4,7 +4,8 @@ The published video recipe is crop (INPUT.CROP), short-edge resize, flip, then t
 optional INPUT.AUGMENTATIONS. A "*_by_clip" sampling style (`choice_by_clip`,
 `range_by_clip`, RANDOM_FLIP `flip_by_clip`) draws one transform for the whole clip and
 applies it to every frame, so that an object keeps its size and side across frames; the
-plain styles draw per frame as the image recipe does. The crop is drawn once per clip.
+plain styles draw per frame as the image recipe does. The crop and the extra
+INPUT.AUGMENTATIONS are drawn once per clip.
 """
 
 from typing import List, Sequence, Tuple
@@ -90,12 +91,12 @@ def build_clip_augmentation(cfg, is_train: bool) -> ClipAugmentation:
 
     for name in cfg.INPUT.AUGMENTATIONS:
         augs.append(_extra_augmentation(name))
-        per_clip.append(False)
+        per_clip.append(True)
     return ClipAugmentation(augs, per_clip)
 
 
 def _extra_augmentation(name: str) -> T.Augmentation:
-    """One INPUT.AUGMENTATIONS entry, with the published ranges (drawn per frame)."""
+    """One INPUT.AUGMENTATIONS entry, with the published ranges."""
     if name == "brightness":
         return T.RandomBrightness(0.9, 1.1)
     if name == "contrast":
