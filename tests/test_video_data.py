@@ -74,7 +74,8 @@ def write_tiny_ytvis(folder):
     track2 = []
     for t in range(LENGTH):
         mask = _square(20, 10 + t, 5)
-        track2.append(None if t == 2 else (_uncompressed_rle if t % 2 == 0 else _compressed_rle)(mask))
+        encode = _uncompressed_rle if t % 2 == 0 else _compressed_rle
+        track2.append(None if t == 2 else encode(mask))
     data = {
         "videos": [
             {"id": 5, "file_names": file_names, "height": HEIGHT, "width": WIDTH, "length": LENGTH}
@@ -124,7 +125,8 @@ def test_load_ytvis_json_frames_and_formats(tiny_ytvis):
     # Uncompressed and compressed RLE decode to the same square.
     for t in (0, 1):
         (anno,) = [a for a in record["annotations"][t] if a["id"] == 2]
-        np.testing.assert_array_equal(mask_util.decode(anno["segmentation"]), _square(20, 10 + t, 5))
+        decoded = mask_util.decode(anno["segmentation"])
+        np.testing.assert_array_equal(decoded, _square(20, 10 + t, 5))
 
 
 def test_load_ytvis_json_errors_name_the_file(tiny_ytvis, tmp_path):

@@ -31,7 +31,9 @@ class ClipAugmentation:
         self.augmentations = list(augmentations)
         self.per_clip = list(per_clip)
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> Tuple[List[np.ndarray], List[T.TransformList]]:
+    def __call__(
+        self, frames: Sequence[np.ndarray]
+    ) -> Tuple[List[np.ndarray], List[T.TransformList]]:
         """(H, W, C) frames -> (augmented frames, the transforms applied to each frame)."""
         inputs = [T.AugInput(frame) for frame in frames]
         applied = [[] for _ in frames]
@@ -48,7 +50,9 @@ class ClipAugmentation:
         return [i.image for i in inputs], [T.TransformList(t) for t in applied]
 
     def __repr__(self):
-        parts = [f"{a}{' (per clip)' if c else ''}" for a, c in zip(self.augmentations, self.per_clip)]
+        parts = [
+            f"{a}{' (per clip)' if c else ''}" for a, c in zip(self.augmentations, self.per_clip)
+        ]
         return "ClipAugmentation[" + ", ".join(parts) + "]"
 
 

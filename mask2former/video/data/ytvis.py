@@ -24,7 +24,11 @@ from detectron2.structures import BoxMode
 
 from mask2former.data.datasets.panoptic_json import read_json
 from mask2former.data.datasets.paths import dataset_root, require_paths
-from mask2former.data.datasets.register_custom import _check_exists, _check_new_name
+from mask2former.data.datasets.register_custom import (
+    _check_exists,
+    _check_new_name,
+    _default_color,
+)
 from mask2former.data.datasets.registration import register_once
 
 from .ytvis_categories import YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
@@ -48,10 +52,6 @@ def ytvis_metadata(categories: Sequence[dict]) -> dict:
         "thing_colors": [list(c.get("color", _default_color(i))) for i, c in enumerate(categories)],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
     }
-
-
-def _default_color(i: int) -> List[int]:
-    return [(67 * i + 41) % 256, (151 * i + 97) % 256, (29 * i + 193) % 256]
 
 
 def _frame_segmentation(segm):

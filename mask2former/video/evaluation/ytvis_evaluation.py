@@ -38,7 +38,8 @@ def video_predictions_to_results(
 ) -> List[dict]:
     """One video's model output -> its submission entries (see the module docstring)."""
     results = []
-    for score, label, masks in zip(output["pred_scores"], output["pred_labels"], output["pred_masks"]):
+    predictions = zip(output["pred_scores"], output["pred_labels"], output["pred_masks"])
+    for score, label, masks in predictions:
         label = int(label)
         if label not in contiguous_id_to_dataset_id:
             raise ValueError(
@@ -94,7 +95,9 @@ class YTVISEvaluator(DatasetEvaluator):
     evaluates one video at a time); `evaluate` returns {"segm": {metric: value}}.
     """
 
-    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
+    def __init__(
+        self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True
+    ):
         self._metadata = MetadataCatalog.get(dataset_name)
         for field in ("json_file", "thing_dataset_id_to_contiguous_id"):
             if not hasattr(self._metadata, field):

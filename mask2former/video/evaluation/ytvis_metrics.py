@@ -50,9 +50,8 @@ def track_rles(segmentations: Sequence, height: int, width: int) -> List[Optiona
             rles.append(mask_util.frPyObjects(segm, *segm["size"]))
         else:
             counts = segm["counts"]
-            rles.append(
-                {"size": segm["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
-            )
+            counts = counts.encode("ascii") if isinstance(counts, str) else counts
+            rles.append({"size": segm["size"], "counts": counts})
     return rles
 
 
@@ -136,10 +135,11 @@ def evaluate_tracks(ground_truth: List[dict], predictions: List[dict]) -> Dict[s
                 continue
             d_list = sorted(d_list, key=lambda d: -d["score"])[: MAX_DETECTIONS[-1]]
             ious = np.array([[track_iou(d["rles"], g["rles"]) for g in g_list] for d in d_list])
-            per_video.append((g_list, d_list, ious.reshape(len(d_list), len(g_list))))
+            d_areas = np.array([track_area(d["rles"]) for d in d_list])
+            per_video.append((g_list, d_list, ious.reshape(len(d_list), len(g_list)), d_areas))
         for a, (low, high) in enumerate(areas):
             matched = []
-            for g_list, d_list, ious in per_video:
+            for g_list, d_list, ious, d_areas in per_video:
                 ignore = np.array(
                     [bool(g.get("iscrowd", 0)) or not low <= g["area"] <= high for g in g_list],
                     dtype=bool,
@@ -147,9 +147,7 @@ def evaluate_tracks(ground_truth: List[dict], predictions: List[dict]) -> Dict[s
                 order = np.argsort(ignore, kind="mergesort")
                 crowd = np.array([bool(g_list[i].get("iscrowd", 0)) for i in order], dtype=bool)
                 dt_match, dt_ignore = _match(ious[:, order], ignore[order], crowd)
-                out_of_range = np.array(
-                    [not low <= track_area(d["rles"]) <= high for d in d_list], dtype=bool
-                )
+                out_of_range = (d_areas < low) | (d_areas > high)
                 dt_ignore |= (dt_match == 0) & out_of_range[None]
                 scores = np.array([d["score"] for d in d_list])
                 matched.append((scores, dt_match, dt_ignore, int((~ignore).sum())))
