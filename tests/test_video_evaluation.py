@@ -202,6 +202,11 @@ def test_evaluator_results_file_and_metrics(tmp_path):
         assert isinstance(results[1]["segmentations"][0]["counts"], str)
         decoded = mask_util.decode(track_rles(results[1]["segmentations"], H, W)[2])
         np.testing.assert_array_equal(decoded, B[2])
+        evaluator.reset()
+        two_frames = dict(output, pred_masks=[m[:2] for m in output["pred_masks"]])
+        evaluator.process([{"video_id": 7}], two_frames)
+        with pytest.raises(ValueError, match="video 7 has 2 masks.*3 frames"):
+            evaluator.evaluate()
         with pytest.raises(ValueError, match="class 5"):
             video_predictions_to_results(7, dict(output, pred_labels=[5, 1]), {0: 4, 1: 9})
         assert [g["area"] for g in ytvis_ground_truth(data)] == [64.0, 100.0]

@@ -81,10 +81,24 @@ def ytvis_ground_truth(data: dict) -> List[dict]:
     return tracks
 
 
-def _size(videos: Dict[int, dict], video_id):
-    if video_id not in videos:
-        raise ValueError(f"YTVISEvaluator: video_id {video_id} is not in the dataset's json.")
-    return videos[video_id]["height"], videos[video_id]["width"]
+def _prediction_rles(prediction: dict, videos: Dict[int, dict]) -> List[dict]:
+    """A submission entry's RLEs, checked against its video's frame count and size."""
+    video = videos.get(prediction["video_id"])
+    if video is None:
+        raise ValueError(
+            f"YTVISEvaluator: video_id {prediction['video_id']} is not in the dataset's json."
+        )
+    size = [video["height"], video["width"]]
+    segmentations = prediction["segmentations"]
+    length = video.get("length", len(video["file_names"]))
+    if len(segmentations) != length or any(list(s["size"]) != size for s in segmentations):
+        raise ValueError(
+            f"YTVISEvaluator: the prediction for video {video['id']} has {len(segmentations)} "
+            f"masks of size {segmentations[0]['size'] if segmentations else None}, but the "
+            f"video has {length} frames of {size} (H, W); the model must return masks at the "
+            "input's 'height'/'width' for every frame."
+        )
+    return track_rles(segmentations, *size)
 
 
 class YTVISEvaluator(DatasetEvaluator):
@@ -153,10 +167,7 @@ class YTVISEvaluator(DatasetEvaluator):
             )
             return OrderedDict()
         videos = {v["id"]: v for v in data["videos"]}
-        tracks = [
-            dict(p, rles=track_rles(p["segmentations"], *_size(videos, p["video_id"])))
-            for p in predictions
-        ]
+        tracks = [dict(p, rles=_prediction_rles(p, videos)) for p in predictions]
         metrics = evaluate_tracks(ytvis_ground_truth(data), tracks)
         names = {c["id"]: c["name"] for c in data.get("categories", [])}
         segm = OrderedDict((name, metrics[name]) for name in METRIC_NAMES)
