@@ -24,7 +24,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
 from mask2former.data.datasets.panoptic_json import read_json
-from mask2former.data.datasets.synthetic_shapes import write_json_atomic
+from mask2former.utils.file_io import atomic_write_json
 
 from .ytvis_metrics import METRIC_NAMES, evaluate_tracks, track_area, track_rles
 
@@ -157,7 +157,7 @@ class YTVISEvaluator(DatasetEvaluator):
         if self._output_dir:
             path = os.path.join(self._output_dir, "results.json")
             logger.info(f"Saving {len(predictions)} video predictions to {path}")
-            write_json_atomic(path, predictions)
+            atomic_write_json(path, predictions)
 
         data = read_json(self._metadata.json_file, "json_file")
         if not data.get("annotations"):
