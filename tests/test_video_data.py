@@ -19,6 +19,7 @@ from mask2former.video.data import (
     ClipAugmentation,
     YTVISDatasetMapper,
     build_clip_augmentation,
+    filter_videos_without_objects,
     load_ytvis_json,
     register_ytvis_dataset,
     sample_frame_indices,
@@ -127,6 +128,14 @@ def test_load_ytvis_json_frames_and_formats(tiny_ytvis):
         (anno,) = [a for a in record["annotations"][t] if a["id"] == 2]
         decoded = mask_util.decode(anno["segmentation"])
         np.testing.assert_array_equal(decoded, _square(20, 10 + t, 5))
+
+
+def test_filter_videos_without_objects(tiny_ytvis):
+    (record,) = load_ytvis_json(*tiny_ytvis, {3: 0, 7: 1})
+    empty = dict(record, annotations=[[] for _ in range(LENGTH)])
+    crowd = [[dict(a, iscrowd=1) for a in frame] for frame in record["annotations"]]
+    crowd_only = dict(record, annotations=crowd)
+    assert filter_videos_without_objects([record, empty, crowd_only]) == [record]
 
 
 def test_load_ytvis_json_errors_name_the_file(tiny_ytvis, tmp_path):

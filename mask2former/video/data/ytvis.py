@@ -35,6 +35,7 @@ from .ytvis_categories import YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
 
 __all__ = [
     "load_ytvis_json",
+    "filter_videos_without_objects",
     "ytvis_metadata",
     "register_ytvis",
     "register_ytvis_dataset",
@@ -149,6 +150,19 @@ def _frame_annotations(
                 }
             )
     return frames
+
+
+def filter_videos_without_objects(records: List[dict]) -> List[dict]:
+    """The records with at least one non-crowd object in some frame (the video version of
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS; detectron2's filter expects image records)."""
+    kept = [
+        r
+        for r in records
+        if any(not a.get("iscrowd", 0) for frame in r.get("annotations", []) for a in frame)
+    ]
+    if len(kept) < len(records):
+        logger.info(f"Removed {len(records) - len(kept)} videos without annotated objects.")
+    return kept
 
 
 def register_ytvis(
