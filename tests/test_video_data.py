@@ -19,6 +19,7 @@ from mask2former.video.data import (
     ClipAugmentation,
     YTVISDatasetMapper,
     build_clip_augmentation,
+    filter_videos_without_objects,
     load_ytvis_json,
     register_ytvis_dataset,
     sample_frame_indices,
@@ -74,7 +75,8 @@ def write_tiny_ytvis(folder):
     track2 = []
     for t in range(LENGTH):
         mask = _square(20, 10 + t, 5)
-        track2.append(None if t == 2 else (_uncompressed_rle if t % 2 == 0 else _compressed_rle)(mask))
+        encode = _uncompressed_rle if t % 2 == 0 else _compressed_rle
+        track2.append(None if t == 2 else encode(mask))
     data = {
         "videos": [
             {"id": 5, "file_names": file_names, "height": HEIGHT, "width": WIDTH, "length": LENGTH}
@@ -124,7 +126,16 @@ def test_load_ytvis_json_frames_and_formats(tiny_ytvis):
     # Uncompressed and compressed RLE decode to the same square.
     for t in (0, 1):
         (anno,) = [a for a in record["annotations"][t] if a["id"] == 2]
-        np.testing.assert_array_equal(mask_util.decode(anno["segmentation"]), _square(20, 10 + t, 5))
+        decoded = mask_util.decode(anno["segmentation"])
+        np.testing.assert_array_equal(decoded, _square(20, 10 + t, 5))
+
+
+def test_filter_videos_without_objects(tiny_ytvis):
+    (record,) = load_ytvis_json(*tiny_ytvis, {3: 0, 7: 1})
+    empty = dict(record, annotations=[[] for _ in range(LENGTH)])
+    crowd = [[dict(a, iscrowd=1) for a in frame] for frame in record["annotations"]]
+    crowd_only = dict(record, annotations=crowd)
+    assert filter_videos_without_objects([record, empty, crowd_only]) == [record]
 
 
 def test_load_ytvis_json_errors_name_the_file(tiny_ytvis, tmp_path):
@@ -227,9 +238,8 @@ def test_mapper_instances_absent_frames_and_ids(tiny_ytvis):
     for t, instances in enumerate(out["instances"]):
         assert instances.gt_classes.tolist() == [0, 1]
         masks = instances.gt_masks.tensor
-        expected1 = _square(2 + t, 4, 7) if t < 4 else np.zeros((HEIGHT, WIDTH))
-        # polygons are rasterised with their far edge included, hence 7 for a side of 6
-        assert np.abs(masks[0].numpy().astype(int) - expected1).sum() <= 2 * 7
+        expected1 = _square(2 + t, 4, 6) if t < 4 else np.zeros((HEIGHT, WIDTH))
+        np.testing.assert_array_equal(masks[0].numpy(), expected1)
         expected2 = np.zeros((HEIGHT, WIDTH)) if t == 2 else _square(20, 10 + t, 5)
         np.testing.assert_array_equal(masks[1].numpy(), expected2)
 
@@ -341,3 +351,21 @@ def test_mapper_test_mode_returns_all_frames(tiny_ytvis):
     assert out["frame_idx"] == list(range(LENGTH)) and "instances" not in out
     assert all(i.shape == (3, 12, 16) for i in out["image"])
     assert (out["height"], out["width"]) == (HEIGHT, WIDTH)
+
+
+def test_mapper_from_published_config():
+    from detectron2.config import get_cfg
+
+    from mask2former import add_maskformer2_video_config
+
+    cfg = get_cfg()
+    add_maskformer2_video_config(cfg)
+    cfg.merge_from_file("configs/youtubevis_2019/video_maskformer2_R50_bs16_8ep.yaml")
+    mapper = YTVISDatasetMapper(cfg, is_train=True)
+    assert mapper.sampling_frame_num == 2 and mapper.sampling_frame_range == 20
+    assert mapper.num_classes == 40 and mapper.image_format == "RGB"
+    resize, flip = mapper.augmentation.augmentations
+    assert isinstance(resize, T.ResizeShortestEdge) and resize.short_edge_length == (360, 480)
+    assert isinstance(flip, T.RandomFlip) and mapper.augmentation.per_clip == [True, True]
+    test_resize = YTVISDatasetMapper(cfg, is_train=False).augmentation.augmentations[0]
+    assert test_resize.short_edge_length == (360, 360)

@@ -5,6 +5,7 @@ from . import synthetic_videos  # noqa: F401  (registers the built-in synthetic 
 from .augmentations import ClipAugmentation, build_clip_augmentation
 from .dataset_mapper import YTVISDatasetMapper, sample_frame_indices
 from .ytvis import (
+    filter_videos_without_objects,
     load_ytvis_json,
     register_published_ytvis,
     register_ytvis_dataset,
@@ -16,6 +17,7 @@ __all__ = [
     "build_clip_augmentation",
     "YTVISDatasetMapper",
     "sample_frame_indices",
+    "filter_videos_without_objects",
     "load_ytvis_json",
     "register_ytvis_dataset",
     "ytvis_metadata",

@@ -4,7 +4,8 @@ The published video recipe is crop (INPUT.CROP), short-edge resize, flip, then t
 optional INPUT.AUGMENTATIONS. A "*_by_clip" sampling style (`choice_by_clip`,
 `range_by_clip`, RANDOM_FLIP `flip_by_clip`) draws one transform for the whole clip and
 applies it to every frame, so that an object keeps its size and side across frames; the
-plain styles draw per frame as the image recipe does. The crop is drawn once per clip.
+plain styles draw per frame as the image recipe does. The crop and the extra
+INPUT.AUGMENTATIONS are drawn once per clip.
 """
 
 from typing import List, Sequence, Tuple
@@ -30,7 +31,9 @@ class ClipAugmentation:
         self.augmentations = list(augmentations)
         self.per_clip = list(per_clip)
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> Tuple[List[np.ndarray], List[T.TransformList]]:
+    def __call__(
+        self, frames: Sequence[np.ndarray]
+    ) -> Tuple[List[np.ndarray], List[T.TransformList]]:
         """(H, W, C) frames -> (augmented frames, the transforms applied to each frame)."""
         inputs = [T.AugInput(frame) for frame in frames]
         applied = [[] for _ in frames]
@@ -47,7 +50,9 @@ class ClipAugmentation:
         return [i.image for i in inputs], [T.TransformList(t) for t in applied]
 
     def __repr__(self):
-        parts = [f"{a}{' (per clip)' if c else ''}" for a, c in zip(self.augmentations, self.per_clip)]
+        parts = [
+            f"{a}{' (per clip)' if c else ''}" for a, c in zip(self.augmentations, self.per_clip)
+        ]
         return "ClipAugmentation[" + ", ".join(parts) + "]"
 
 
@@ -90,12 +95,12 @@ def build_clip_augmentation(cfg, is_train: bool) -> ClipAugmentation:
 
     for name in cfg.INPUT.AUGMENTATIONS:
         augs.append(_extra_augmentation(name))
-        per_clip.append(False)
+        per_clip.append(True)
     return ClipAugmentation(augs, per_clip)
 
 
 def _extra_augmentation(name: str) -> T.Augmentation:
-    """One INPUT.AUGMENTATIONS entry, with the published ranges (drawn per frame)."""
+    """One INPUT.AUGMENTATIONS entry, with the published ranges."""
     if name == "brightness":
         return T.RandomBrightness(0.9, 1.1)
     if name == "contrast":

@@ -24,13 +24,18 @@ from detectron2.structures import BoxMode
 
 from mask2former.data.datasets.panoptic_json import read_json
 from mask2former.data.datasets.paths import dataset_root, require_paths
-from mask2former.data.datasets.register_custom import _check_exists, _check_new_name
+from mask2former.data.datasets.register_custom import (
+    _check_exists,
+    _check_new_name,
+    _default_color,
+)
 from mask2former.data.datasets.registration import register_once
 
 from .ytvis_categories import YTVIS_2019_CATEGORIES, YTVIS_2021_CATEGORIES
 
 __all__ = [
     "load_ytvis_json",
+    "filter_videos_without_objects",
     "ytvis_metadata",
     "register_ytvis",
     "register_ytvis_dataset",
@@ -48,10 +53,6 @@ def ytvis_metadata(categories: Sequence[dict]) -> dict:
         "thing_colors": [list(c.get("color", _default_color(i))) for i, c in enumerate(categories)],
         "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
     }
-
-
-def _default_color(i: int) -> List[int]:
-    return [(67 * i + 41) % 256, (151 * i + 97) % 256, (29 * i + 193) % 256]
 
 
 def _frame_segmentation(segm):
@@ -149,6 +150,19 @@ def _frame_annotations(
                 }
             )
     return frames
+
+
+def filter_videos_without_objects(records: List[dict]) -> List[dict]:
+    """The records with at least one non-crowd object in some frame (the video version of
+    DATALOADER.FILTER_EMPTY_ANNOTATIONS; detectron2's filter expects image records)."""
+    kept = [
+        r
+        for r in records
+        if any(not a.get("iscrowd", 0) for frame in r.get("annotations", []) for a in frame)
+    ]
+    if len(kept) < len(records):
+        logger.info(f"Removed {len(records) - len(kept)} videos without annotated objects.")
+    return kept
 
 
 def register_ytvis(
