@@ -10,6 +10,7 @@ from ..engine.trainer import Trainer
 from .config import add_maskformer2_video_config
 from .data import synthetic_videos
 from .data.dataset_mapper import YTVISDatasetMapper
+from .data.ytvis import filter_videos_without_objects
 from .evaluation import YTVISEvaluator
 
 __all__ = ["VideoTrainer", "VIDEO_CONFIGS", "video_dataset_dicts"]
@@ -27,10 +28,7 @@ def video_dataset_dicts(dataset_names, filter_empty: bool = True):
         dataset_names = [dataset_names]
     videos = [video for name in dataset_names for video in DatasetCatalog.get(name)]
     if filter_empty:
-        videos = [
-            v for v in videos
-            if any(not a.get("iscrowd", 0) for frame in v.get("annotations", []) for a in frame)
-        ]
+        videos = filter_videos_without_objects(videos)
     if not videos:
         raise ValueError(f"The video datasets {list(dataset_names)} hold no (annotated) videos.")
     return videos
