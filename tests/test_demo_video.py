@@ -34,7 +34,7 @@ demo_video = _load_demo_module()
 
 
 def square_x(t):
-    return 28 + 4 * t
+    return 20 + 3 * t
 
 
 def make_frames():
