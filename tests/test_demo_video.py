@@ -1,7 +1,6 @@
 """demo/demo_video.py on a generated video: with a stand-in video model whose instances
 are known (frame count, size, ids and colours that stay with their instance, the score
 threshold, clear errors), and once through the command line with the real tiny model."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from torch import nn
 
-from demo_test_utils import REPO_ROOT, write_config
+from demo_test_utils import REPO_ROOT, load_script, write_config
 from mask2former.config import build_config
 from mask2former.video import add_maskformer2_video_config
 
@@ -23,14 +22,7 @@ NUM_FRAMES, HEIGHT, WIDTH = 8, 48, 64
 SQUARE = 12  # side of the moving square, pixels
 
 
-def _load_demo_module():
-    spec = importlib.util.spec_from_file_location("mask2former_demo_video", REPO_ROOT / "demo" / "demo_video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo_video = _load_demo_module()
+demo_video = load_script("demo/demo_video.py", "mask2former_demo_video")
 
 
 def square_x(t):

@@ -1,6 +1,5 @@
 """The built-in synthetic video dataset: determinism, the YouTube-VIS json against the
 rendered clips, motion (moving, entering/leaving, occluded shapes) and lazy registration."""
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,17 +11,9 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mask2former.video.data import synthetic_videos as sv
+from test_synthetic_shapes import _tree_digest
 
 SMALL = dict(num_videos=3, num_frames=5, image_size=(64, 80), seed=4)
-
-
-def _tree_digest(folder):
-    folder = Path(folder)
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
