@@ -3,6 +3,7 @@ videos: training with the end-of-training video AP, --eval-only, and --resume re
 the uninterrupted run."""
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,3 +69,20 @@ def test_train_evaluate_and_resume(tmp_path, train_net_video):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5, rtol=1e-4), key
     first = _weights(straight / "model_0000001.pth")
     assert any(not torch.equal(first[k], a[k]) for k in a), "the last iteration changed the weights"
+
+
+def test_two_processes_on_cpu(tmp_path):
+    import subprocess
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "train_net_video.py"), "--num-gpus", "2", "--dist-url", "auto",
+           "--config-file", str(TEST_CONFIG), "OUTPUT_DIR", str(tmp_path),
+           "SOLVER.MAX_ITER", "2", "MODEL.DEVICE", "cpu"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "log.txt").read_text()
+    assert "World size: 2" in log
+    # each process evaluates one of the two mini_val clips; rank 0 gathers and reports
+    assert "Final evaluation" in log and "AP=" in log
+    assert len(json.loads((tmp_path / "inference" / "results.json").read_text())) == 2 * 10
+    assert (tmp_path / "model_final.pth").is_file()
