@@ -36,24 +36,26 @@ class InstanceSegEvaluator(COCOEvaluator):
     Predictions are stored as RLE per image (see ``COCOEvaluator.process``).
     """
 
-    def _eval_predictions(self, predictions, img_ids=None):
+    def _results_with_dataset_ids(self, predictions):
+        """The stored per-image predictions as one COCO results list with dataset class ids."""
         coco_results = list(itertools.chain(*[p["instances"] for p in predictions]))
-        tasks = self._tasks or self._tasks_from_predictions(coco_results)
-
         dataset_id_to_contiguous_id = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
-        if dataset_id_to_contiguous_id is not None:
-            contiguous_to_dataset_id = {v: k for k, v in dataset_id_to_contiguous_id.items()}
-            unknown = {r["category_id"] for r in coco_results} - set(contiguous_to_dataset_id)
-            if unknown:
-                raise ValueError(
-                    f"InstanceSegEvaluator: predictions have classes {sorted(unknown)}, which are not "
-                    f"thing classes of dataset '{self._metadata.name}' "
-                    f"(thing classes: {sorted(contiguous_to_dataset_id)})"
-                )
-            # new dicts: the stored predictions keep contiguous ids, so evaluate() can run again
-            coco_results = [
-                dict(r, category_id=contiguous_to_dataset_id[r["category_id"]]) for r in coco_results
-            ]
+        if dataset_id_to_contiguous_id is None:
+            return coco_results
+        contiguous_to_dataset_id = {v: k for k, v in dataset_id_to_contiguous_id.items()}
+        unknown = {r["category_id"] for r in coco_results} - set(contiguous_to_dataset_id)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}: predictions have classes {sorted(unknown)}, which are not "
+                f"thing classes of dataset '{self._metadata.name}' "
+                f"(thing classes: {sorted(contiguous_to_dataset_id)})"
+            )
+        # new dicts: the stored predictions keep contiguous ids, so evaluate() can run again
+        return [dict(r, category_id=contiguous_to_dataset_id[r["category_id"]]) for r in coco_results]
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        coco_results = self._results_with_dataset_ids(predictions)
+        tasks = self._tasks or self._tasks_from_predictions(coco_results)
 
         if self._output_dir:
             file_path = os.path.join(self._output_dir, "coco_instances_results.json")
