@@ -11,10 +11,9 @@ them as json. Exit status 1, with one line naming the file, for unusable inputs.
 import argparse
 import sys
 
-from tabulate import tabulate
 
 from mask2former.evaluation.boundary_iou import boundary_ap_from_files
-from mask2former.utils.file_io import atomic_write_json
+from mask2former.evaluation.metrics_report import report_metrics
 
 
 def main(argv=None) -> int:
@@ -27,10 +26,7 @@ def main(argv=None) -> int:
     if not args.dilation_ratio > 0:
         parser.error(f"--dilation-ratio must be positive, got {args.dilation_ratio}")
 
-    metrics = boundary_ap_from_files(args.gt_json, args.dt_json, args.dilation_ratio)
-    print(tabulate([[f"{v:.3f}" for v in metrics.values()]], headers=list(metrics), tablefmt="pipe"))
-    if args.output:
-        atomic_write_json(args.output, metrics, indent=2)
+    report_metrics(boundary_ap_from_files(args.gt_json, args.dt_json, args.dilation_ratio), args.output)
     return 0
 
 

@@ -14,11 +14,10 @@ import argparse
 import sys
 
 from detectron2.data import DatasetCatalog
-from tabulate import tabulate
 
 import mask2former  # noqa: F401  (registers the built-in datasets)
+from mask2former.evaluation.metrics_report import report_metrics
 from mask2former.evaluation.semantic_pq import semantic_pq, semantic_results_json_loader
-from mask2former.utils.file_io import atomic_write_json
 
 
 def main(argv=None) -> int:
@@ -30,11 +29,8 @@ def main(argv=None) -> int:
     if args.dataset_name not in DatasetCatalog.list():
         raise ValueError(f"--dataset-name: no registered dataset '{args.dataset_name}'")
 
-    metrics = semantic_pq(args.dataset_name, semantic_results_json_loader(args.json_file, args.dataset_name))
-    metrics = metrics["semantic_pq"]
-    print(tabulate([[f"{v:.3f}" for v in metrics.values()]], headers=list(metrics), tablefmt="pipe"))
-    if args.output:
-        atomic_write_json(args.output, metrics, indent=2)
+    load_prediction = semantic_results_json_loader(args.json_file, args.dataset_name)
+    report_metrics(semantic_pq(args.dataset_name, load_prediction)["semantic_pq"], args.output)
     return 0
 
 

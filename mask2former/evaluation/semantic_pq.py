@@ -17,7 +17,7 @@ from typing import Callable, Dict, List
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .panoptic_evaluation import score_panoptic_pairs, summarize_pq
+from .sem_seg_evaluation import check_semantic_dataset, read_semantic_ground_truth
 
 __all__ = [
     "SemanticPQEvaluator",
@@ -60,35 +61,13 @@ def _categories(meta) -> Dict[int, dict]:
     return {i: {"id": i, "name": name, "isthing": int(i in things)} for i, name in enumerate(meta.stuff_classes)}
 
 
-def _ground_truth(record: dict, num_classes: int, ignore_label: int, dataset_name: str) -> np.ndarray:
-    gt_file = record["sem_seg_file_name"]
-    with PathManager.open(gt_file, "rb") as f:
-        gt = np.array(Image.open(f), dtype=np.int64)
-    bad = (gt != ignore_label) & ((gt < 0) | (gt >= num_classes))
-    if bad.any():
-        raise ValueError(
-            f"semantic PQ: {gt_file} of dataset '{dataset_name}' holds labels outside "
-            f"[0, {num_classes}) and ignore {ignore_label}: {sorted(np.unique(gt[bad]).tolist())[:10]}"
-        )
-    return gt
-
-
 def semantic_pq(dataset_name: str, load_prediction: Callable[[str], np.ndarray]) -> "OrderedDict":
     """PQ/SQ/RQ (in %, all / things ``_th`` / stuff ``_st``) of semantic predictions on every
     image of ``dataset_name``. ``load_prediction(file_name)`` gives the (H, W) contiguous
     class labels predicted for an image (``file_name`` as in the dataset's records); pixels
     it leaves at ``ignore_label`` belong to no predicted segment."""
+    records = check_semantic_dataset(dataset_name, "semantic PQ")
     meta = MetadataCatalog.get(dataset_name)
-    for field in ("stuff_classes", "ignore_label"):
-        if not hasattr(meta, field):
-            raise ValueError(f"semantic PQ: metadata of dataset '{dataset_name}' has no '{field}'")
-    records = DatasetCatalog.get(dataset_name)
-    missing = [r.get("file_name", "<no file_name>") for r in records if "sem_seg_file_name" not in r]
-    if missing:
-        raise ValueError(
-            f"semantic PQ needs 'sem_seg_file_name' in every record of dataset '{dataset_name}', "
-            f"but {len(missing)} of {len(records)} records lack it (first: {missing[0]})"
-        )
     num_classes, ignore_label = len(meta.stuff_classes), meta.ignore_label
     categories = _categories(meta)
 
@@ -98,7 +77,7 @@ def semantic_pq(dataset_name: str, load_prediction: Callable[[str], np.ndarray])
         os.makedirs(gt_dir)
         os.makedirs(pred_dir)
         for index, record in enumerate(tqdm(records, desc="Semantic PQ", unit="image", leave=False)):
-            gt = _ground_truth(record, num_classes, ignore_label, dataset_name)
+            gt = read_semantic_ground_truth(record["sem_seg_file_name"], num_classes, ignore_label, "semantic PQ")
             pred = np.asarray(load_prediction(record["file_name"]), dtype=np.int64)
             if pred.shape != gt.shape:
                 raise ValueError(
