@@ -61,6 +61,19 @@ def test_boundary_of_a_square_is_its_ring_of_width_d():
     assert mask_boundary(full, 2).sum() == 100 - 6 * 6
 
 
+def test_boundary_is_what_d_erosions_remove():
+    """The distance-transform boundary equals mask minus its d-fold 3x3 erosion (with
+    background beyond the image border), for blobs that touch the border or not."""
+    rng = np.random.default_rng(1)
+    kernel = np.ones((3, 3), np.uint8)
+    for _ in range(20):
+        mask = (cv2.GaussianBlur(rng.random((50, 60)), (0, 0), rng.uniform(1, 5)) > 0.5).astype(np.uint8)
+        d = int(rng.integers(1, 6))
+        framed = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        eroded = cv2.erode(framed, kernel, iterations=d, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        np.testing.assert_array_equal(mask_boundary(mask, d), (mask - eroded[1:-1, 1:-1]) > 0)
+
+
 def test_square_shifted_by_one_pixel():
     square, shifted = _square(), _square(left=41)
     # rings of 400 - 14^2 = 204 px each; both squares cover rows 40..59, columns 41..59

@@ -47,10 +47,17 @@ def mask_boundary(mask: np.ndarray, dilation: int) -> np.ndarray:
     """The pixels of ``mask`` (H, W) within chessboard distance ``dilation`` of its contour,
     as a bool (H, W) array."""
     mask = np.ascontiguousarray(mask, dtype=np.uint8)
-    # the zero frame makes the image border part of the contour
-    framed = cv2.copyMakeBorder(mask, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    boundary = np.zeros(mask.shape, dtype=bool)
+    # Only the mask's bounding box is transformed: pixels around it are background, and the
+    # zero frame stands for them (or, at the image border, makes the border a contour).
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0:
+        return boundary
+    box = mask[y : y + h, x : x + w]
+    framed = cv2.copyMakeBorder(box, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     distance = cv2.distanceTransform(framed, cv2.DIST_C, 3)[1:-1, 1:-1]
-    return (mask > 0) & (distance <= dilation)
+    boundary[y : y + h, x : x + w] = (box > 0) & (distance <= dilation)
+    return boundary
 
 
 def boundary_iou(gt: np.ndarray, dt: np.ndarray, dilation_ratio: float = 0.02) -> float:
