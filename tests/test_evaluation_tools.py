@@ -286,3 +286,29 @@ def test_tools_reproduce_the_evaluators_on_quickstart_outputs(tmp_path):
     pq = json.loads(out.read_text())
     assert pq == pytest.approx(results["semantic_pq"], abs=1e-9)
     assert 0.0 <= pq["PQ"] <= 100.0
+
+
+def test_tools_report_unusable_inputs_in_one_line(tmp_path, hand_dataset):
+    name, _ = hand_dataset
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [{"id": 1, "height": 4, "width": 4}], "annotations": [],
+                              "categories": [{"id": 1, "name": "x"}]}))
+    (tmp_path / "empty.json").write_text("[]")
+    (tmp_path / "other_image.json").write_text(json.dumps(
+        [{"image_id": 9, "category_id": 1, "score": 1.0, "segmentation": _rle(np.ones((4, 4), bool))}]))
+    (tmp_path / "broken.json").write_text("[{")
+    cases = [
+        ("evaluate_coco_boundary_ap", ["--gt-json", str(gt), "--dt-json", str(tmp_path / "missing.json")], "missing.json"),
+        ("evaluate_coco_boundary_ap", ["--gt-json", str(gt), "--dt-json", str(tmp_path / "empty.json")], "empty.json"),
+        ("evaluate_coco_boundary_ap", ["--gt-json", str(gt), "--dt-json", str(tmp_path / "other_image.json")],
+         "image ids not in"),
+        ("evaluate_pq_for_semantic_segmentation", ["--dataset-name", name, "--json-file", str(tmp_path / "broken.json")],
+         "broken.json is not valid json"),
+        ("evaluate_pq_for_semantic_segmentation", ["--dataset-name", name, "--json-file", str(tmp_path / "empty.json")],
+         "no prediction for img0.jpg"),
+        ("evaluate_pq_for_semantic_segmentation", ["--dataset-name", "no_such_dataset", "--json-file", str(gt)],
+         "no_such_dataset"),
+    ]
+    for tool, argv, message in cases:
+        with pytest.raises((ValueError, OSError), match=message):
+            _load_tool(tool).main(argv)

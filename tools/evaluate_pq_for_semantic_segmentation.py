@@ -35,4 +35,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as e:  # unusable input: one line naming the file or dataset
+        sys.exit(f"error: {e}")
