@@ -297,17 +297,14 @@ def test_tools_report_unusable_inputs_in_one_line(tmp_path, hand_dataset):
     (tmp_path / "other_image.json").write_text(json.dumps(
         [{"image_id": 9, "category_id": 1, "score": 1.0, "segmentation": _rle(np.ones((4, 4), bool))}]))
     (tmp_path / "broken.json").write_text("[{")
+    boundary_ap, semantic = "evaluate_coco_boundary_ap", "evaluate_pq_for_semantic_segmentation"
     cases = [
-        ("evaluate_coco_boundary_ap", ["--gt-json", str(gt), "--dt-json", str(tmp_path / "missing.json")], "missing.json"),
-        ("evaluate_coco_boundary_ap", ["--gt-json", str(gt), "--dt-json", str(tmp_path / "empty.json")], "empty.json"),
-        ("evaluate_coco_boundary_ap", ["--gt-json", str(gt), "--dt-json", str(tmp_path / "other_image.json")],
-         "image ids not in"),
-        ("evaluate_pq_for_semantic_segmentation", ["--dataset-name", name, "--json-file", str(tmp_path / "broken.json")],
-         "broken.json is not valid json"),
-        ("evaluate_pq_for_semantic_segmentation", ["--dataset-name", name, "--json-file", str(tmp_path / "empty.json")],
-         "no prediction for img0.jpg"),
-        ("evaluate_pq_for_semantic_segmentation", ["--dataset-name", "no_such_dataset", "--json-file", str(gt)],
-         "no_such_dataset"),
+        (boundary_ap, ["--gt-json", str(gt), "--dt-json", str(tmp_path / "missing.json")], "missing.json"),
+        (boundary_ap, ["--gt-json", str(gt), "--dt-json", str(tmp_path / "empty.json")], "empty.json"),
+        (boundary_ap, ["--gt-json", str(gt), "--dt-json", str(tmp_path / "other_image.json")], "image ids not in"),
+        (semantic, ["--dataset-name", name, "--json-file", str(tmp_path / "broken.json")], "broken.json is not valid"),
+        (semantic, ["--dataset-name", name, "--json-file", str(tmp_path / "empty.json")], "no prediction for img0"),
+        (semantic, ["--dataset-name", "no_such_dataset", "--json-file", str(gt)], "no_such_dataset"),
     ]
     for tool, argv, message in cases:
         with pytest.raises((ValueError, OSError), match=message):
