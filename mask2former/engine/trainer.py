@@ -65,6 +65,9 @@ class Trainer(DefaultTrainer):
     `trainer = Trainer(cfg); trainer.resume_or_load(resume=...); trainer.train()`."""
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__ with three of its parts replaced, which detectron2 0.6 builds
+        # inline with no hook to override: DDP without `device_ids` on CPU, the step trainer
+        # with CPU autocast, and the atomic checkpointer. Hence TrainerBase.__init__, not super().
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -195,6 +198,8 @@ class Trainer(DefaultTrainer):
     def train(self):
         """Run training; returns the last evaluation's results (None when there was none)."""
         super().train()
+        # DefaultTrainer keeps the last evaluation only in `_last_eval_results` (its train()
+        # returns it only when TEST.EXPECTED_RESULTS is set); detectron2 has no public accessor.
         results = getattr(self, "_last_eval_results", None)
         if comm.is_main_process() and results:
             logger.info("Final evaluation:\n%s", format_results_table(results))
