@@ -61,7 +61,8 @@ class MaskFormer(nn.Module):
             sem_seg_head: maps features to {"pred_logits", "pred_masks", "aux_outputs"}.
             criterion: computes the unweighted losses; its `weight_dict` weights them.
             num_classes: K, without "no object".
-            num_queries: Q.
+            num_queries: Q; accepted for the published constructor interface, not needed
+                here (the head produces the queries).
             object_mask_threshold, overlap_threshold: panoptic thresholds.
             metadata: dataset metadata; `thing_dataset_id_to_contiguous_id` tells thing
                 classes apart (if missing, panoptic treats every class as a thing and
@@ -79,7 +80,6 @@ class MaskFormer(nn.Module):
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
         self.num_classes = num_classes
-        self.num_queries = num_queries
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.metadata = metadata
