@@ -2,7 +2,7 @@
 resumable data loading, multi-process launch (GPU or CPU/gloo) and the `Trainer` used by
 train_net.py."""
 from .amp import CPUAMPTrainer, build_step_trainer
-from .checkpoint import AtomicDetectionCheckpointer, atomic_open
+from .checkpoint import AtomicDetectionCheckpointer
 from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_seed, seeded_rng
 from .launch import launch, uses_gpus
 from .lr_scheduler import WarmupPolyLR, build_lr_scheduler
