@@ -12,26 +12,12 @@ from detectron2.modeling import build_model
 import mask2former  # noqa: F401  (registers the model components)
 from mask2former import add_maskformer2_video_config
 from mask2former.config import add_deeplab_config, add_maskformer2_config
+from test_configs import _flatten, _plain
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "reference" / "video"
 _REF = json.loads((REFERENCE / "effective_configs.json").read_text())
 CONFIGS = sorted(_REF["configs"])
-
-
-def _flatten(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, prefix + key + "."))
-        else:
-            out[prefix + key] = _plain(value)
-    return out
-
-
-def _plain(value):
-    """Tuples (as yaml and detectron2 write them) compared as the reference's lists."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _cfg(path=None):
@@ -45,7 +31,7 @@ def _cfg(path=None):
 
 
 def _published_keys(cfg):
-    return {k: v for k, v in _flatten(cfg).items() if not k.startswith("MASK2FORMER.")}
+    return {k: _plain(v) for k, v in _flatten(cfg).items() if not k.startswith("MASK2FORMER.")}
 
 
 def test_twelve_published_configs_are_shipped():
