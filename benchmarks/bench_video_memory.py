@@ -32,16 +32,12 @@ def _rss_mb():
 
 def _child(frames, height, width, clip_length, overlap):
     import torch
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from mask2former import add_maskformer2_config, add_maskformer2_video_config
+    from mask2former import add_maskformer2_video_config, build_config
 
-    cfg = get_cfg()
-    add_maskformer2_config(cfg)
-    add_maskformer2_video_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs/quickstart/panoptic_R18_synthetic.yaml"))
-    cfg.merge_from_list(
+    cfg = build_config(
+        str(ROOT / "configs/quickstart/panoptic_R18_synthetic.yaml"),
         [
             "MODEL.META_ARCHITECTURE", "VideoMaskFormer",
             "MODEL.MASK_FORMER.TRANSFORMER_DECODER_NAME", "VideoMultiScaleMaskedTransformerDecoder",
@@ -52,7 +48,8 @@ def _child(frames, height, width, clip_length, overlap):
             "MODEL.DEVICE", "cpu",
             "MASK2FORMER.VIDEO.CLIP_LENGTH", clip_length,
             "MASK2FORMER.VIDEO.CLIP_OVERLAP", overlap,
-        ]
+        ],
+        extra_configs=[add_maskformer2_video_config],
     )
     torch.manual_seed(0)
     model = build_model(cfg).eval()

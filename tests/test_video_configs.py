@@ -10,8 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import mask2former  # noqa: F401  (registers the model components)
-from mask2former import add_maskformer2_video_config
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former import add_maskformer2_video_config, build_config
 from test_configs import _flatten, _plain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,13 +20,7 @@ CONFIGS = sorted(_REF["configs"])
 
 
 def _cfg(path=None):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    add_maskformer2_video_config(cfg)
-    if path is not None:
-        cfg.merge_from_file(str(ROOT / path))
-    return cfg
+    return build_config(str(ROOT / path) if path else None, extra_configs=[add_maskformer2_video_config])
 
 
 def _published_keys(cfg):

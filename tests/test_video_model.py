@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 
 import mask2former  # noqa: F401  (registers the model components)
-from mask2former import add_maskformer2_video_config
+from mask2former import add_maskformer2_video_config, build_config
 from mask2former.modeling.criterion import SetCriterion
 from mask2former.modeling.transformer_decoder import PositionEmbeddingSine
 from mask2former.video.modeling import PositionEmbeddingSine3D, VideoHungarianMatcher, VideoSetCriterion
@@ -173,10 +172,8 @@ def test_linker_rejects_clips_that_do_not_overlap():
 def tiny_video_cfg():
     """The published YouTube-VIS R50 config shrunk: Swin of width 32, 1 encoder layer, 2 decoder
     layers, 6 queries, 3 classes."""
-    cfg = get_cfg()
-    add_maskformer2_video_config(cfg)
-    cfg.merge_from_file(str(VIDEO_CONFIG))
-    cfg.merge_from_list(
+    return build_config(
+        str(VIDEO_CONFIG),
         [
             "MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "DATASETS.TEST", "[]",
             "MODEL.BACKBONE.NAME", "D2SwinTransformer", "MODEL.SWIN.EMBED_DIM", 32,
@@ -188,9 +185,9 @@ def tiny_video_cfg():
             "MODEL.MASK_FORMER.NHEADS", 4, "MODEL.MASK_FORMER.DIM_FEEDFORWARD", 64,
             "MODEL.MASK_FORMER.DEC_LAYERS", 3, "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", 256,
             "TEST.DETECTIONS_PER_IMAGE", 3,  # not used by video inference
-        ]
+        ],
+        extra_configs=[add_maskformer2_video_config],
     )
-    return cfg
 
 
 @pytest.fixture(scope="module")
