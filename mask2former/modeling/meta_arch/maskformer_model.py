@@ -33,6 +33,10 @@ class MaskFormer(nn.Module):
     (height, width).
     """
 
+    # Built by `from_config`; subclasses for other inputs (e.g. video) swap in their own.
+    matcher_class = HungarianMatcher
+    criterion_class = SetCriterion
+
     @configurable
     def __init__(
         self,
@@ -104,7 +108,7 @@ class MaskFormer(nn.Module):
         mf = cfg.MODEL.MASK_FORMER
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
 
-        matcher = HungarianMatcher(
+        matcher = cls.matcher_class(
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
@@ -117,7 +121,7 @@ class MaskFormer(nn.Module):
             # layers; all but the last prediction are auxiliary.
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in final_weights.items()})
-        criterion = SetCriterion(
+        criterion = cls.criterion_class(
             num_classes,
             matcher=matcher,
             weight_dict=weight_dict,
