@@ -2,7 +2,7 @@
 box (mask2former.evaluation.boundary_iou.mask_boundary) against the same transform on the
 whole image, alternating in one run; both must give the same regions.
 
-    python benchmarks/boundary_regions.py [--masks 200] [--size 480 640] [--repeat 3]
+    python benchmarks/bench_boundary_regions.py [--masks 200] [--size 480 640] [--repeat 3]
 """
 import argparse
 import time
