@@ -128,3 +128,6 @@ def _add_project_config(cfg):
     # Training batches and augmentation/model randomness derived from (SEED, iteration),
     # so a resumed run continues exactly where it stopped. False = detectron2's loader.
     cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER = True
+    # A truncated or corrupt training image stops training with its file name (default),
+    # or, when True, the sample is skipped (another one is drawn) and the skips are counted.
+    cfg.MASK2FORMER.SKIP_UNREADABLE_IMAGES = False

@@ -22,6 +22,8 @@ from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..config import add_deeplab_config, add_maskformer2_config
+from ..data.config_checks import check_config_against_datasets
+from ..utils.file_io import check_writable_folder
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
 from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_seed
@@ -69,6 +71,8 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        check_config_against_datasets(cfg, cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        check_config_against_datasets(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
@@ -170,7 +174,9 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name)
+        from ..data import build_dataset_mapper
+
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_dataset_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -240,6 +246,8 @@ def setup_cfg(args, freeze: bool = True):
         _cpu_notice = False
     if freeze:
         cfg.freeze()
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        check_writable_folder(cfg.OUTPUT_DIR, "OUTPUT_DIR")  # before default_setup writes there
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former")
     if _cpu_notice:

