@@ -1,17 +1,15 @@
 """Known failures reported as one `error: ...` line and a non-zero exit.
 
 The entry points (`train_net.py`, `demo/demo.py`, `tools/*`) run their `main` through
-`run_reporting_errors`: a mistake in the user's files, config, data or checkpoint, or a
+`run_reporting_errors` (or decorate it with `reporting_errors`): a mistake in the user's files, config, data or checkpoint, or a
 failing disk (permission denied, disk full), ends with one line that names the file or
 config key instead of a traceback. Other exceptions are bugs and keep their traceback.
 """
-import logging
+import functools
 import sys
 from typing import Any, Callable
 
-__all__ = ["UserInputError", "KNOWN_ERRORS", "error_line", "run_reporting_errors"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["UserInputError", "KNOWN_ERRORS", "error_line", "reporting_errors", "run_reporting_errors"]
 
 
 class UserInputError(ValueError):
@@ -55,7 +53,16 @@ def run_reporting_errors(main: Callable[..., Any], *args: Any, **kwargs: Any) ->
     try:
         result = main(*args, **kwargs)
     except KNOWN_ERRORS as e:
-        logger.debug("Failure reported as an error line", exc_info=True)
         print(f"error: {error_line(e)}", file=sys.stderr, flush=True)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def reporting_errors(main: Callable[..., Any]) -> Callable[..., int]:
+    """Decorator: `main` run through `run_reporting_errors`."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        return run_reporting_errors(main, *args, **kwargs)
+
+    return wrapper

@@ -18,6 +18,7 @@ from detectron2.utils.file_io import PathManager
 
 __all__ = [
     "UnreadableImageError",
+    "check_image_decodes",
     "read_image_checked",
     "read_label_map",
     "read_panoptic_png",
@@ -51,6 +52,12 @@ def _open_pil(file_name: str, field: str) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UnreadableImageError(f"{field} '{file_name}' is not a readable image ({e}).") from e
     return image
+
+
+def check_image_decodes(file_name: str, field: str = "file_name") -> None:
+    """Raise `UnreadableImageError` naming `file_name` unless the whole image decodes
+    (OpenCV returns a truncated JPEG with its missing part grey, and only warns)."""
+    _open_pil(file_name, field).close()
 
 
 def read_image_checked(file_name: str, image_format: str, field: str = "file_name") -> np.ndarray:
