@@ -25,7 +25,7 @@ from demo_test_utils import REPO_ROOT, make_image, stand_in_cfg, write_config
 from mask2former.data.dataset_mappers.build import EvalDatasetMapper, SkipUnreadableImages
 from mask2former.data.dataset_mappers.inputs import UnreadableImageError, read_image_checked, read_label_map
 from mask2former.data.datasets import register_coco_instances_dataset
-from mask2former.engine import AtomicDetectionCheckpointer, Trainer
+from mask2former.engine import AtomicDetectionCheckpointer
 from mask2former.evaluation import ValidatedCOCOEvaluator
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.utils import file_io
