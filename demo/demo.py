@@ -23,11 +23,10 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.predictor import Mask2FormerPredictor
 from mask2former.data.dataset_mappers.inputs import check_image_decodes
 from mask2former.utils.errors import UserInputError, run_reporting_errors
@@ -109,13 +108,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    if not os.path.isfile(args.config_file):
-        raise DemoError(f"Config file '{args.config_file}' does not exist.")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = build_config(args.config_file, args.opts)
     if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise DemoError(f"Weights file '{cfg.MODEL.WEIGHTS}' (MODEL.WEIGHTS) does not exist.")
     cfg.freeze()

@@ -4,11 +4,10 @@ import math
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
 
 import mask2former  # noqa: F401  (registers D2SwinTransformer)
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.backbone.swin import (
     D2SwinTransformer,
     SwinTransformerBlock,
@@ -149,9 +148,7 @@ def test_absolute_position_embedding_option():
 
 
 def test_built_from_config_with_selected_outputs():
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.MODEL.BACKBONE.NAME = "D2SwinTransformer"
     cfg.MODEL.SWIN.EMBED_DIM = 16
     cfg.MODEL.SWIN.NUM_HEADS = [1, 2, 2, 4]
