@@ -12,7 +12,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_resnet_backbone
 
-from demo_test_utils import REPO_ROOT, base_cfg, tiny_cfg, write_config
+from demo_test_utils import REPO_ROOT, base_cfg, real_model, tiny_cfg, write_config
 from mask2former.utils.weight_conversion import (
     WeightConversionError,
     swin_to_d2,
@@ -143,6 +143,7 @@ def test_converted_swin_loads_into_d2_swin_backbone(tmp_path):
 
 
 def test_analyze_model_on_tiny_config(tmp_path, capsys):
+    model = real_model()
     tool = _load_tool("analyze_model")
     config = write_config(tmp_path / "tiny.yaml", tiny_cfg())
     args = tool.get_parser().parse_args(

@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config import build_config, use_cpu_if_no_cuda
 from ..data.config_checks import check_config_against_datasets
 from ..modeling.test_time_augmentation import MaskFormerWithTTA
+from ..utils.errors import KNOWN_ERRORS, error_line
 from ..utils.file_io import check_writable_folder
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
@@ -60,6 +61,19 @@ class IterationSeed(HookBase):
     def before_step(self):
         seed = derive_seed(self.trainer.seed, self.trainer.iter, comm.get_rank(), 1)
         torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class _KnownErrorsWithoutTraceback(logging.Filter):
+    """detectron2's training loop logs every exception with its traceback before raising it
+    again; a known failure (full disk, unreadable image) is logged as one line instead, and
+    the entry point reports it as its error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KNOWN_ERRORS):
+            record.msg, record.args = f"{record.getMessage()} {error_line(error)}", ()
+            record.exc_info = record.exc_text = None
+        return True
 
 
 class Trainer(DefaultTrainer):
@@ -200,6 +214,9 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         """Run training; returns the last evaluation's results (None when there was none)."""
+        train_loop_logger = logging.getLogger(TrainerBase.__module__)
+        if not any(isinstance(f, _KnownErrorsWithoutTraceback) for f in train_loop_logger.filters):
+            train_loop_logger.addFilter(_KnownErrorsWithoutTraceback())
         super().train()
         results = getattr(self, "_last_eval_results", None)
         if comm.is_main_process() and results:
