@@ -64,7 +64,10 @@ def use_cpu_if_no_cuda(cfg: CN) -> bool:
 
 def add_deeplab_config(cfg):
     """Keys of detectron2's DeepLab project, which the published configs rely on
-    (poly schedule, deeplab stem, crop retries)."""
+    (poly schedule, deeplab stem, crop retries).
+
+    The keys of `detectron2.projects.deeplab.add_deeplab_config`, written out so that
+    building a config does not import (and register) DeepLab's model components."""
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0
