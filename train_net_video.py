@@ -6,12 +6,13 @@
     python train_net_video.py --config-file CFG --resume          # continue from OUTPUT_DIR
     python train_net_video.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
 
-The same command line and engine as train_net.py; see docs/TRAINING.md.
+The same command line, engine and error reporting as train_net.py; see docs/TRAINING.md.
 """
 import mask2former  # noqa: F401  (registers the image model components)
 import mask2former.video  # noqa: F401  (registers the video model, datasets and evaluator)
+from mask2former.engine import cli
 from mask2former.engine import setup_cfg as _setup_cfg
-from mask2former.engine.cli import launch_from_command_line, train_or_evaluate
+from mask2former.engine.cli import get_parser  # noqa: F401  (for callers of this script)
 from mask2former.video.trainer import VIDEO_CONFIGS, VideoTrainer
 
 
@@ -21,11 +22,15 @@ def setup_cfg(args, freeze: bool = True):
 
 
 def main(args):
-    return train_or_evaluate(args, VideoTrainer, extra_configs=VIDEO_CONFIGS)
+    return cli.train_or_evaluate(args, VideoTrainer, extra_configs=VIDEO_CONFIGS)
+
+
+def main_reporting_errors(args) -> None:
+    cli.main_reporting_errors(main, args)
 
 
 def invoke_main() -> None:
-    launch_from_command_line(main)
+    cli.launch_from_command_line(main)
 
 
 if __name__ == "__main__":

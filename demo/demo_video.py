@@ -39,7 +39,7 @@ from demo import (  # noqa: E402  (the image demo's input/output helpers)
     write_json,
 )
 
-from mask2former.utils.checkpoint import CheckpointMismatchError  # noqa: E402
+from mask2former.utils.errors import run_reporting_errors  # noqa: E402
 from mask2former.utils.file_io import atomic_path  # noqa: E402
 from mask2former.utils.visualizer import all_class_names, display_metadata  # noqa: E402
 from mask2former.video import add_maskformer2_video_config  # noqa: E402
@@ -221,6 +221,7 @@ def run(args) -> Dict:
     if args.save_json:
         write_json(json_path, {"num_frames": len(frames), "height": frames[0].shape[0],
                                "width": frames[0].shape[1], "instances": records})
+    logger.info(f"Wrote {video_path or str(len(frame_paths)) + ' frames'}")
     return {"video": video_path, "frames": frame_paths or [], "json": json_path if args.save_json else None,
             "instances": records}
 
@@ -230,13 +231,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logger(name="fvcore")
     setup_logger(name="mask2former")
     logger.info("Arguments: " + str(args))
-    try:
-        result = run(args)
-    except (DemoError, CheckpointMismatchError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    logger.info(f"Wrote {result['video'] or str(len(result['frames'])) + ' frames'}")
-    return 0
+    return run_reporting_errors(run, args)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_mask_losses_normalised_by_number_of_masks():
 
 def test_num_masks_averaged_over_workers(monkeypatch):
     # Another worker holding 8 masks: (4 + 8) / 2 = 6 masks per worker.
-    monkeypatch.setattr(criterion_module, "_world_size", lambda: 2)
+    monkeypatch.setattr(criterion_module.comm, "get_world_size", lambda: 2)
     monkeypatch.setattr(criterion_module.dist, "all_reduce", lambda t: t.add_(8))
     losses = constant_prediction_losses([1, 3])
     assert losses["loss_mask"].item() == pytest.approx(PER_MASK_BCE * 4 / 6, abs=1e-6)

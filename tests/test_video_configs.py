@@ -10,8 +10,8 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import mask2former  # noqa: F401  (registers the model components)
-from mask2former import add_maskformer2_video_config
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former import add_maskformer2_video_config, build_config
+from test_configs import _flatten, _plain
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "reference" / "video"
@@ -19,33 +19,12 @@ _REF = json.loads((REFERENCE / "effective_configs.json").read_text())
 CONFIGS = sorted(_REF["configs"])
 
 
-def _flatten(node, prefix=""):
-    out = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, prefix + key + "."))
-        else:
-            out[prefix + key] = _plain(value)
-    return out
-
-
-def _plain(value):
-    """Tuples (as yaml and detectron2 write them) compared as the reference's lists."""
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
 def _cfg(path=None):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    add_maskformer2_video_config(cfg)
-    if path is not None:
-        cfg.merge_from_file(str(ROOT / path))
-    return cfg
+    return build_config(str(ROOT / path) if path else None, extra_configs=[add_maskformer2_video_config])
 
 
 def _published_keys(cfg):
-    return {k: v for k, v in _flatten(cfg).items() if not k.startswith("MASK2FORMER.")}
+    return {k: _plain(v) for k, v in _flatten(cfg).items() if not k.startswith("MASK2FORMER.")}
 
 
 def test_twelve_published_configs_are_shipped():
