@@ -14,6 +14,7 @@ outputs are written atomically.
 """
 import argparse
 import contextlib
+import itertools
 import logging
 import os
 import sys
@@ -67,6 +68,8 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fps", type=float, default=None,
                         help=f"frame rate of a written video (default: the input's, {DEFAULT_FPS} for frames)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="draw on frames enlarged this many times (labels stay legible on small videos)")
     parser.add_argument("--save-json", action="store_true",
                         help="also write the shown instances (class, score, per-frame boxes) as JSON")
     parser.add_argument("--allow-partial-weights", action="store_true",
@@ -128,10 +131,10 @@ def color_of(instance_id: int) -> np.ndarray:
     return _PALETTE[instance_id % len(_PALETTE)]
 
 
-def draw_frame(frame_bgr: np.ndarray, t: int, instances: List[Dict], metadata) -> np.ndarray:
-    """Frame `t` with the instances visible in it; (H, W, 3) BGR."""
+def draw_frame(frame_bgr: np.ndarray, t: int, instances: List[Dict], metadata, scale: float = 1.0) -> np.ndarray:
+    """Frame `t` with the instances visible in it, enlarged `scale` times; BGR."""
     visible = [inst for inst in instances if inst["masks"][t].any()]
-    visualizer = Visualizer(frame_bgr[:, :, ::-1], metadata)
+    visualizer = Visualizer(frame_bgr[:, :, ::-1], metadata, scale=scale)
     if visible:
         visualizer.overlay_instances(
             masks=[inst["masks"][t] for inst in visible],
@@ -208,11 +211,12 @@ def run(args) -> Dict:
                                 args.confidence_threshold)
     logger.info(f"{len(instances)} instances scoring at least {args.confidence_threshold}")
 
-    drawn = (draw_frame(frame, t, instances, metadata) for t, frame in enumerate(frames))
+    drawn = (draw_frame(frame, t, instances, metadata, args.scale) for t, frame in enumerate(frames))
     progress = dict(total=len(frames), desc="drawing", unit="frame")
     if video_path:
-        with atomic_video_writer(video_path, fps, frames[0].shape[:2]) as writer:
-            for image in tqdm.tqdm(drawn, **progress):
+        first = next(drawn)  # its size (the frames' times --scale) is the video's
+        with atomic_video_writer(video_path, fps, first.shape[:2]) as writer:
+            for image in tqdm.tqdm(itertools.chain([first], drawn), **progress):
                 writer.write(image)
     else:
         for path, image in tqdm.tqdm(zip(frame_paths, drawn), **progress):

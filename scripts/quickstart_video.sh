@@ -21,6 +21,6 @@ grep -A3 "Final evaluation" "$OUT/log.txt" | tail -n 2
 
 VAL_DIR=$("$PYTHON" -c "from mask2former.video.data.synthetic_videos import ensure_synthetic_videos as e; print(e('val'))")
 "$PYTHON" demo/demo_video.py --config-file "$CONFIG" --input "$VAL_DIR/JPEGImages/00001/*.jpg" \
-  --output "$OUT/val_clip_00001.mp4" --save-json --opts "$@" MODEL.WEIGHTS "$OUT/model_final.pth"
+  --output "$OUT/val_clip_00001.mp4" --scale 3 --save-json --opts "$@" MODEL.WEIGHTS "$OUT/model_final.pth"
 echo "Tracked instances of validation clip 00001 drawn into $OUT/val_clip_00001.mp4 (+ .json)"
 echo "Whole quickstart: $(( $(date +%s) - start )) s"

@@ -133,9 +133,10 @@ def test_frames_input_keeps_each_instance_colour(workdir):
     assert all(np.array_equal(c, left[0]) for c in left)
     assert not np.array_equal(centre[0], left[0])
     assert not np.array_equal(centre[0], [255, 255, 255]) and not np.array_equal(left[0], [40, 40, 40])
-    # a video file name as --output turns frames into a video
-    assert _run(workdir, "--input", files, "--output", workdir / "as_video.mp4") == 0
-    assert len(_read_video(workdir / "as_video.mp4")) == NUM_FRAMES
+    # a video file name as --output turns frames into a video; --scale enlarges it
+    assert _run(workdir, "--input", files, "--output", workdir / "as_video.mp4", "--scale", "2") == 0
+    video = _read_video(workdir / "as_video.mp4")
+    assert len(video) == NUM_FRAMES and video[0].shape == (2 * HEIGHT, 2 * WIDTH, 3)
 
 
 def test_clear_errors(workdir, capsys):
