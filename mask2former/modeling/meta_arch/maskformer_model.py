@@ -33,6 +33,10 @@ class MaskFormer(nn.Module):
     (height, width).
     """
 
+    # Built by `from_config`; subclasses for other inputs (e.g. video) swap in their own.
+    matcher_class = HungarianMatcher
+    criterion_class = SetCriterion
+
     @configurable
     def __init__(
         self,
@@ -61,7 +65,8 @@ class MaskFormer(nn.Module):
             sem_seg_head: maps features to {"pred_logits", "pred_masks", "aux_outputs"}.
             criterion: computes the unweighted losses; its `weight_dict` weights them.
             num_classes: K, without "no object".
-            num_queries: Q.
+            num_queries: Q; accepted for the published constructor interface, not needed
+                here (the head produces the queries).
             object_mask_threshold, overlap_threshold: panoptic thresholds.
             metadata: dataset metadata; `thing_dataset_id_to_contiguous_id` tells thing
                 classes apart (if missing, panoptic treats every class as a thing and
@@ -79,7 +84,6 @@ class MaskFormer(nn.Module):
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
         self.num_classes = num_classes
-        self.num_queries = num_queries
         self.object_mask_threshold = object_mask_threshold
         self.overlap_threshold = overlap_threshold
         self.metadata = metadata
@@ -91,6 +95,12 @@ class MaskFormer(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
             raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
+        # A zero or non-finite std turns every image into inf/NaN, which would surface
+        # much later as a "diverged" matcher cost.
+        if not (torch.isfinite(self.pixel_std).all() and (self.pixel_std != 0).all()):
+            raise ValueError(f"MODEL.PIXEL_STD {list(pixel_std)} must be finite and non-zero")
+        if not torch.isfinite(self.pixel_mean).all():
+            raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} must be finite")
         self.semantic_on = semantic_on
         self.panoptic_on = panoptic_on
         self.instance_on = instance_on
@@ -104,7 +114,7 @@ class MaskFormer(nn.Module):
         mf = cfg.MODEL.MASK_FORMER
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
 
-        matcher = HungarianMatcher(
+        matcher = cls.matcher_class(
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
@@ -117,7 +127,7 @@ class MaskFormer(nn.Module):
             # layers; all but the last prediction are auxiliary.
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in final_weights.items()})
-        criterion = SetCriterion(
+        criterion = cls.criterion_class(
             num_classes,
             matcher=matcher,
             weight_dict=weight_dict,
@@ -194,6 +204,9 @@ class MaskFormer(nn.Module):
                     f"MaskFormer: batched_inputs[{i}]['image'] must be a ({self.pixel_mean.shape[0]}, H, W) "
                     f"tensor, got {got}"
                 )
+            if image.is_floating_point() and not torch.isfinite(image).all():
+                name = inputs.get("file_name", f"batched_inputs[{i}]")
+                raise ValueError(f"MaskFormer: input image '{name}' has NaN or infinite pixel values")
             images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
         return ImageList.from_tensors(images, self.size_divisibility)
 
