@@ -160,9 +160,8 @@ class QueryMaskUpsampler:
         band_width = max(1, min(width, band_bytes // max(1, 4 * masks.shape[0] * target[0])))
         for c0 in range(0, width, band_width):
             c1 = min(c0 + band_width, width)
-            band = F.interpolate(
-                wide[..., c0:c1].contiguous(), size=(target[0], c1 - c0), mode="bilinear", align_corners=False
-            )
+            columns = wide if band_width == width else wide[..., c0:c1].contiguous()
+            band = F.interpolate(columns, size=(target[0], c1 - c0), mode="bilinear", align_corners=False)
             yield c0, c1, band[:, 0, :height]
 
 
@@ -242,15 +241,19 @@ def banded_semantic_inference(class_logits, mask_logits, padded_size, image_size
     rows = rows.to(mask_logits.dtype)
     class_probs_t = F.softmax(class_logits, dim=-1)[:, :-1].T.contiguous()  # (K, Q)
     semantic = mask_logits.new_empty((class_probs_t.shape[0], out_h * out_w))
+    probs_buffer = mask_logits.new_empty(num_queries * band_rows * out_w)
     for r0 in range(0, out_h, band_rows):
         r1 = min(r0 + band_rows, out_h)
         weights = rows[r0:r1]
         used = weights.abs().sum(0).nonzero().flatten()  # the few low-res rows this band reads
         c0, c1 = int(used[0]), int(used[-1]) + 1
-        band = torch.mm(weights[:, c0:c1], wide[c0:c1]).view(r1 - r0, num_queries, out_w).sigmoid_()
-        out = semantic[:, r0 * out_w : r1 * out_w].view(-1, r1 - r0, out_w)
-        # (K, Q) @ (Q, W) for each row of the band, written straight into the result
-        torch.matmul(class_probs_t, band, out=out.transpose(0, 1))
+        band = torch.mm(weights[:, c0:c1], wide[c0:c1]).view(r1 - r0, num_queries, out_w)
+        # queries first (in the same pass as the sigmoid), so that the band's query sum is
+        # one large product (per-row products run several times slower), written straight
+        # into the result
+        probs = probs_buffer[: num_queries * (r1 - r0) * out_w].view(num_queries, r1 - r0, out_w)
+        torch.sigmoid(band.transpose(0, 1), out=probs)
+        semantic[:, r0 * out_w : r1 * out_w].addmm_(class_probs_t, probs.view(num_queries, -1), beta=0)
     return semantic.view(-1, out_h, out_w)
 
 
@@ -493,9 +496,10 @@ def postprocess_image(class_logits, mask_logits, padded_size, image_size, output
     panoptic = PanopticAssembler(pan_scores, pan_labels, output_size)
     instances = InstanceAssembler(ins_needed.shape[0], output_size, mask_logits.device)
     upsampler = QueryMaskUpsampler(mask_logits, padded_size, image_size, output_size)
+    every_row = ins_rows.numel() == needed.numel()  # the instance result needs all upsampled queries
     for c0, c1, logits in upsampler.column_bands(needed, options.band_bytes):
-        instances.add(c0, c1, logits[ins_rows])
-        panoptic.add(c0, c1, logits[pan_rows])
+        instances.add(c0, c1, logits if every_row else logits[ins_rows])
+        panoptic.add(c0, c1, logits[pan_rows])  # a copy: the panoptic pass works in place
     if options.instance_on:
         result["instances"] = instances.finish(ins_scores, ins_labels, torch.searchsorted(ins_needed, ins_queries))
     if options.panoptic_on:
