@@ -23,7 +23,9 @@ from ..postprocessing import (
     thing_classes_of,
 )
 
-__all__ = ["MaskFormer"]
+__all__ = ["MaskFormer", "INFERENCE_DTYPES"]
+
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -48,6 +50,7 @@ class MaskFormer(nn.Module):
         pixel_mean: Tuple[float],
         pixel_std: Tuple[float],
         postprocess: PostprocessOptions,
+        inference_dtype: torch.dtype = torch.float32,
     ):
         """
         Args:
@@ -60,6 +63,8 @@ class MaskFormer(nn.Module):
             pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
             postprocess: which results inference produces and how (number of classes,
                 thresholds, thing classes, ...).
+            inference_dtype: torch.float32, or torch.bfloat16 to run the network under
+                bfloat16 autocast at inference (post-processing stays in float32).
         """
         super().__init__()
         self.backbone = backbone
@@ -75,6 +80,9 @@ class MaskFormer(nn.Module):
         if self.pixel_mean.shape != self.pixel_std.shape:
             raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
         self.postprocess_options = postprocess
+        if inference_dtype not in INFERENCE_DTYPES.values():
+            raise ValueError(f"MaskFormer: inference_dtype must be one of {list(INFERENCE_DTYPES.values())}")
+        self.inference_dtype = inference_dtype
 
     @classmethod
     def from_config(cls, cfg):
@@ -125,7 +133,13 @@ class MaskFormer(nn.Module):
             detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
             thing_classes=thing_classes_of(metadata),
         )
+        if cfg.MASK2FORMER.INFERENCE_DTYPE not in INFERENCE_DTYPES:
+            raise ValueError(
+                f"MASK2FORMER.INFERENCE_DTYPE must be one of {sorted(INFERENCE_DTYPES)}, "
+                f"got {cfg.MASK2FORMER.INFERENCE_DTYPE!r}"
+            )
         return {
+            "inference_dtype": INFERENCE_DTYPES[cfg.MASK2FORMER.INFERENCE_DTYPE],
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
             "criterion": criterion,
@@ -156,15 +170,20 @@ class MaskFormer(nn.Module):
             "panoptic_seg" (int32 (height, width), segments_info) and/or "instances".
         """
         images = self.preprocess_images(batched_inputs)
-        features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
-
         if self.training:
+            outputs = self.sem_seg_head(self.backbone(images.tensor))
             targets = self.prepare_targets(batched_inputs, images)
             losses = self.criterion(outputs, targets)
             weights = self.criterion.weight_dict
             return {name: loss * weights[name] for name, loss in losses.items() if name in weights}
-        return self.inference(outputs, batched_inputs, images)
+        return self.inference(self.network_outputs(images.tensor), batched_inputs, images)
+
+    def network_outputs(self, images: torch.Tensor) -> Dict:
+        """Backbone and head at inference, in `inference_dtype`; the final class and mask
+        logits are returned in float32 for post-processing."""
+        with torch.autocast(self.device.type, dtype=self.inference_dtype, enabled=self.inference_dtype != torch.float32):
+            outputs = self.sem_seg_head(self.backbone(images))
+        return dict(outputs, pred_logits=outputs["pred_logits"].float(), pred_masks=outputs["pred_masks"].float())
 
     def preprocess_images(self, batched_inputs) -> ImageList:
         """Normalise each image and pad the batch (with zeros after normalisation)."""
@@ -220,8 +239,7 @@ class MaskFormer(nn.Module):
         an upsampler of their mask logits to the requested output size (for test-time
         augmentation, which fuses the queries of several views)."""
         images = self.preprocess_images(batched_inputs)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
-        return self._query_predictions(outputs, batched_inputs, images)
+        return self._query_predictions(self.network_outputs(images.tensor), batched_inputs, images)
 
     def _query_predictions(self, outputs, batched_inputs, images: ImageList) -> List[QueryPredictions]:
         padded_size = tuple(images.tensor.shape[-2:])
