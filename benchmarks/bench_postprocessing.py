@@ -24,19 +24,20 @@ NUM_CLASSES = 133
 NUM_THINGS = 80
 
 
-def make_inputs(device):
-    """Class logits with one query in four confident; each mask a blob around its own centre."""
+def make_inputs(device, num_queries=NUM_QUERIES, num_classes=NUM_CLASSES, padded_size=PADDED):
+    """Class logits with one query in four confident; each mask a blob around its own centre
+    (at stride 4 of `padded_size`)."""
     g = torch.Generator().manual_seed(0)
-    class_logits = torch.randn(NUM_QUERIES, NUM_CLASSES + 1, generator=g)
-    confident = torch.arange(0, NUM_QUERIES, 4)
-    class_logits[confident, torch.randint(0, NUM_CLASSES, (len(confident),), generator=g)] += 8.0
-    h, w = PADDED[0] // 4, PADDED[1] // 4
-    centres = torch.rand(NUM_QUERIES, 2, generator=g) * torch.tensor([h, w])
-    radii = 10 + 30 * torch.rand(NUM_QUERIES, generator=g)
+    class_logits = torch.randn(num_queries, num_classes + 1, generator=g)
+    confident = torch.arange(0, num_queries, 4)
+    class_logits[confident, torch.randint(0, num_classes, (len(confident),), generator=g)] += 8.0
+    h, w = padded_size[0] // 4, padded_size[1] // 4
+    centres = torch.rand(num_queries, 2, generator=g) * torch.tensor([h, w])
+    radii = (10 + 30 * torch.rand(num_queries, generator=g)) * min(h, w) / 200
     ys = torch.arange(h).view(1, h, 1).float()
     xs = torch.arange(w).view(1, 1, w).float()
     distance = ((ys - centres[:, 0, None, None]) ** 2 + (xs - centres[:, 1, None, None]) ** 2).sqrt()
-    mask_logits = 8 * (1 - distance / radii[:, None, None]) + torch.randn(NUM_QUERIES, h, w, generator=g)
+    mask_logits = 8 * (1 - distance / radii[:, None, None]) + torch.randn(num_queries, h, w, generator=g)
     return class_logits.to(device), mask_logits.to(device)
 
 
