@@ -3,7 +3,7 @@
 datasets and dataset mappers) with detectron2's registries and catalogs."""
 from . import data  # noqa: F401  (registers datasets)
 from . import modeling  # noqa: F401  (registers model components)
-from .config import add_maskformer2_config
+from .config import add_maskformer2_config, build_config
 
-__all__ = ["add_maskformer2_config"]
+__all__ = ["add_maskformer2_config", "build_config"]
 __version__ = "0.1.0"

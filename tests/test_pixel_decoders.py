@@ -3,12 +3,11 @@ MSDeformAttnPixelDecoder's FPN step and outputs, MaskFormer's FPN decoders, inpu
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.pixel_decoder import (
     BasePixelDecoder,
     MSDeformAttnPixelDecoder,
@@ -197,9 +196,7 @@ def test_transformer_encoder_pixel_decoder_encodes_the_coarsest_feature():
 
 
 def _cfg(name):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME = name
     cfg.MODEL.SEM_SEG_HEAD.IN_FEATURES = ["res2", "res3", "res4", "res5"]
     cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM = 32

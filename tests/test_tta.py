@@ -10,7 +10,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 
-from mask2former.engine import MaskFormerWithTTA, QueryFusion
+from mask2former.modeling import MaskFormerWithTTA, QueryFusion
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
 from mask2former.postprocessing import PostprocessOptions
 
@@ -92,12 +92,9 @@ def test_without_query_predictions_other_outputs_come_from_the_plain_view():
 
 
 def test_from_config_and_empty_sizes():
-    from detectron2.config import get_cfg
+    from mask2former.config import build_config
 
-    from mask2former.config import add_maskformer2_config
-
-    cfg = get_cfg()
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.TEST.AUG.MIN_SIZES = (16, 32)
     cfg.TEST.AUG.FLIP = False
     tta = MaskFormerWithTTA(cfg, _ColourSegmenter())

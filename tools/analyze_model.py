@@ -21,7 +21,6 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, flop_count_table
@@ -29,7 +28,7 @@ from fvcore.nn import parameter_count, parameter_count_table
 from fvcore.nn.jit_handles import addmm_flop_jit, elementwise_flop_counter, get_shape
 from tabulate import tabulate
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.utils.checkpoint import load_weights_checked
 
 logger = logging.getLogger("mask2former.analyze_model")
@@ -107,11 +106,7 @@ class TensorOutputs(torch.nn.Module):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = build_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = args.device
     cfg.freeze()
     return cfg
