@@ -22,3 +22,12 @@ def test_bench_inference_prints_every_stage():
     for stage in ("backbone", "pixel_decoder", "transformer_decoder", "postprocessing", "total"):
         assert f"\n{stage} " in out, out
     assert "matmul peak float32" in out and "peak memory during the calls" in out
+
+
+def test_bench_train_step_prints_every_phase():
+    out = run_script(
+        "benchmarks/bench_train_step.py", "--config-file", TINY, "--iters", "1", "--rounds", "1",
+        "--objects", "6", "SOLVER.IMS_PER_BATCH", "2",
+    )
+    for phase in ("data", "backbone", "matcher", "criterion", "backward", "optimizer", "total"):
+        assert f"\n{phase} " in out, out
