@@ -2,15 +2,18 @@
 query-selective upsampling against the plain all-queries path."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks
 
+from mask2former.config import build_config
 from mask2former.modeling.postprocessing import as_detectron2_results, to_instances
 from mask2former.postprocessing import (
     PostprocessOptions,
@@ -27,6 +30,7 @@ from mask2former.postprocessing import (
 from maskformer_standins import tiny_maskformer
 
 ON, OFF = 10.0, -10.0
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
 
 
 def class_logits_from_probs(probs):
@@ -326,3 +330,31 @@ def test_model_rejects_bad_image():
     model = tiny_maskformer().eval()
     with pytest.raises(ValueError, match=r"batched_inputs\[1\]\['image'\]"):
         model([{"image": torch.zeros(3, 8, 8, dtype=torch.uint8)}, {"image": torch.zeros(8, 8)}])
+
+
+def test_bfloat16_inference_of_the_quickstart_model_stays_close_to_float32():
+    config = QUICKSTART / "panoptic_R18_synthetic.yaml"
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", "DATASETS.TEST", "[]"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert model.inference_dtype == torch.float32
+    image = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        (fp32,) = model([{"image": image}])
+        model.inference_dtype = torch.bfloat16  # as MASK2FORMER.INFERENCE_DTYPE "bfloat16" sets it
+        (bf16,) = model([{"image": image}])
+    assert bf16["sem_seg"].dtype == torch.float32  # post-processing stays in float32
+    # stated tolerance: semantic scores (sums of probabilities, here up to ~3) within 0.1,
+    # and the per-pixel argmax agreeing on >= 95% of the pixels
+    assert (bf16["sem_seg"] - fp32["sem_seg"]).abs().max() < 0.1
+    assert (bf16["sem_seg"].argmax(0) == fp32["sem_seg"].argmax(0)).float().mean() > 0.95
+    assert bf16["instances"].pred_masks.shape == fp32["instances"].pred_masks.shape
+
+
+def test_inference_dtype_key_is_checked():
+    config = QUICKSTART / "panoptic_R18_synthetic_test.yaml"
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", "MASK2FORMER.INFERENCE_DTYPE", "float16"])
+    with pytest.raises(ValueError, match="MASK2FORMER.INFERENCE_DTYPE"):
+        build_model(cfg)
+    cfg.MASK2FORMER.INFERENCE_DTYPE = "bfloat16"
+    assert build_model(cfg).inference_dtype == torch.bfloat16
