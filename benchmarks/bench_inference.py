@@ -181,6 +181,33 @@ def code_checkout(rev, workdir):
     return str(workdir)
 
 
+def timing_parser(description, default_config):
+    """Command line shared by the benchmarks that time this checkout against a revision."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default=default_config)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--compare-to", metavar="GIT_REV", help="also time this revision's code, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per code")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser
+
+
+def time_alternately(compare_to, rounds, run_one):
+    """{label: [run_one(code_root) per round]} for this checkout and, if `compare_to` is
+    set, that revision's code, one process per code and round in turn."""
+    codes = {"this checkout": str(ROOT)}
+    with tempfile.TemporaryDirectory() as workdir:
+        if compare_to:
+            codes[compare_to] = code_checkout(compare_to, workdir)
+        results = {label: [] for label in codes}
+        for _ in range(rounds):
+            for label, code_root in codes.items():
+                results[label].append(run_one(code_root))
+    return results
+
+
 def run_worker(args, code_root):
     env = dict(os.environ, PYTHONPATH=code_root, MALLOC_MMAP_THRESHOLD_="131072")
     command = [sys.executable, __file__, "--worker", "--dtype", args.dtype, "--device", args.device]
@@ -211,18 +238,11 @@ def print_table(label, medians, peak_bytes, before_bytes, macs, peak_gflops):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
+    parser = timing_parser(__doc__, DEFAULT_CONFIG)
     parser.add_argument("--size", type=int, nargs=2, default=[800, 1088], metavar=("H", "W"))
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--compare-to", metavar="GIT_REV", help="also time this revision's code, alternating")
     parser.add_argument("--repeats", type=int, default=2, help="timed inferences per process")
-    parser.add_argument("--rounds", type=int, default=2, help="processes per code")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore count")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
@@ -235,14 +255,7 @@ def main():
         + ", ".join(f"matmul peak {name} {gflops:.0f} GFLOP/s" for name, gflops in peaks.items())
     )
     macs = {} if args.no_flops else stage_macs(args)
-    codes = {"this checkout": str(ROOT)}
-    with tempfile.TemporaryDirectory() as workdir:
-        if args.compare_to:
-            codes[args.compare_to] = code_checkout(args.compare_to, workdir)
-        results = {label: [] for label in codes}
-        for _ in range(args.rounds):
-            for label, code_root in codes.items():
-                results[label].append(run_worker(args, code_root))
+    results = time_alternately(args.compare_to, args.rounds, lambda code_root: run_worker(args, code_root))
     summaries = {label: summarize(r) for label, r in results.items()}
     for label, summary in summaries.items():
         print_table(label, *summary, macs, peaks[args.dtype])

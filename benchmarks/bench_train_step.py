@@ -13,13 +13,11 @@ alternating process by process, and prints the ratios.
     python benchmarks/bench_train_step.py [--dtype bfloat16] [--objects 80] [--compare-to main]
         [--iters 4] [--rounds 2] [--config-file CFG] [KEY VALUE ...]
 """
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -29,13 +27,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_inference import code_checkout  # noqa: E402
+from bench_inference import DTYPES, time_alternately, timing_parser  # noqa: E402
 
 DEFAULT_CONFIG = "configs/quickstart/bench_train_R18.yaml"
 PHASES = (
     "data", "backbone", "pixel_decoder", "transformer_decoder", "matcher", "criterion", "backward", "optimizer",
 )
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class PhaseTimer:
@@ -134,16 +131,9 @@ def run_worker(args, code_root):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser = timing_parser(__doc__, DEFAULT_CONFIG)
     parser.add_argument("--objects", type=int, default=0, help="in-memory batches with this many objects per image")
-    parser.add_argument("--compare-to", metavar="GIT_REV", help="also time this revision's code, alternating")
     parser.add_argument("--iters", type=int, default=4, help="timed iterations per process")
-    parser.add_argument("--rounds", type=int, default=2, help="processes per code")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
@@ -152,14 +142,9 @@ def main():
 
     data = f"{args.objects} objects per image, in memory" if args.objects else "training loader"
     print(f"{args.config_file}, {args.dtype}, {data}, {args.threads} threads")
-    codes = {"this checkout": str(ROOT)}
-    with tempfile.TemporaryDirectory() as workdir:
-        if args.compare_to:
-            codes[args.compare_to] = code_checkout(args.compare_to, workdir)
-        runs = {label: [] for label in codes}
-        for _ in range(args.rounds):
-            for label, code_root in codes.items():
-                runs[label] += run_worker(args, code_root)
+    results = time_alternately(args.compare_to, args.rounds, lambda code_root: run_worker(args, code_root))
+    runs = {label: [it for iterations in r for it in iterations] for label, r in results.items()}
+    codes = list(runs)
     medians = {
         label: {p: statistics.median(it.get(p, 0.0) for it in its) for p in (*PHASES, "total")}
         for label, its in runs.items()

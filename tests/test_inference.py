@@ -237,16 +237,8 @@ def test_selected_query_pixels_do_not_depend_on_the_selection_at_small_sizes():
 @pytest.mark.parametrize("output", [OUTPUT, IMAGE])
 def test_postprocess_image_equals_all_queries_path(band_columns, output):
     class_logits, mask_logits = random_predictions(size=(26, 34))
-    options = PostprocessOptions(
-        num_classes=7,
-        semantic_on=True,
-        panoptic_on=True,
-        instance_on=True,
-        resize_before_semantic=True,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.8,
-        detections_per_image=25,
-        thing_classes=frozenset({0, 1, 2, 3}),
+    options = PostprocessOptions(  # semantic on, thresholds 0.8 by default
+        num_classes=7, panoptic_on=True, instance_on=True, detections_per_image=25, thing_classes=frozenset({0, 1, 2, 3})
     )
     sizes = (PADDED, IMAGE, output)
     # band_bytes: one band holds the kept queries' masks for `band_columns` columns

@@ -163,16 +163,8 @@ def _colour_maskformer():
         size_divisibility=32,
         pixel_mean=[0.0, 0.0, 0.0],
         pixel_std=[255.0, 255.0, 255.0],
-        postprocess=PostprocessOptions(
-            num_classes=3,
-            semantic_on=True,
-            panoptic_on=True,
-            instance_on=True,
-            resize_before_semantic=True,
-            object_mask_threshold=0.8,
-            overlap_threshold=0.8,
-            detections_per_image=3,
-            thing_classes=frozenset({0, 1, 2}),
+        postprocess=PostprocessOptions(  # semantic on, thresholds 0.8 by default
+            num_classes=3, panoptic_on=True, instance_on=True, detections_per_image=3, thing_classes=frozenset({0, 1, 2})
         ),
     ).eval()
 
