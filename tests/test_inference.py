@@ -2,6 +2,8 @@
 query-selective upsampling against the plain all-queries path."""
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,8 @@ from mask2former.postprocessing import (
 from maskformer_standins import tiny_maskformer
 
 ON, OFF = 10.0, -10.0
-QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart"
 
 
 def class_logits_from_probs(probs):
@@ -350,3 +353,21 @@ def test_inference_dtype_key_is_checked():
         build_model(cfg)
     cfg.MASK2FORMER.INFERENCE_DTYPE = "bfloat16"
     assert build_model(cfg).inference_dtype == torch.bfloat16
+
+
+def test_postprocessing_core_needs_only_torch():
+    # The exported-model runner loads the module on its own, without detectron2 or the
+    # rest of the package (whose __init__ registers detectron2 components).
+    script = f"""
+import importlib.util, sys
+sys.modules["detectron2"] = None  # any import of detectron2 now fails
+spec = importlib.util.spec_from_file_location("postprocessing", {str(ROOT / "mask2former" / "postprocessing.py")!r})
+core = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(core)
+import torch
+options = core.PostprocessOptions(num_classes=2, panoptic_on=True, instance_on=True, detections_per_image=3)
+result = core.postprocess_image(torch.randn(4, 3), torch.randn(4, 8, 8), (32, 32), (30, 29), (30, 29), options)
+assert set(result) == {{"sem_seg", "panoptic_seg", "instances"}}
+assert not any(name.startswith(("detectron2", "mask2former")) for name in sys.modules if sys.modules[name])
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
