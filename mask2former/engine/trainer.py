@@ -20,8 +20,15 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from tabulate import tabulate
+
 from ..config import build_config, use_cpu_if_no_cuda
+from ..data import build_dataset_mapper
+from ..data.config_checks import check_config_against_datasets
+from ..evaluation import build_evaluator
 from ..modeling.test_time_augmentation import MaskFormerWithTTA
+from ..utils.errors import KNOWN_ERRORS, error_line
+from ..utils.file_io import check_writable_folder
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
 from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_seed
@@ -60,14 +67,32 @@ class IterationSeed(HookBase):
         torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+class _KnownErrorsWithoutTraceback(logging.Filter):
+    """detectron2's training loop logs every exception with its traceback before raising it
+    again; a known failure (full disk, unreadable image) is logged as one line instead, and
+    the entry point reports it as its error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KNOWN_ERRORS):
+            record.msg, record.args = f"{record.getMessage()} {error_line(error)}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class Trainer(DefaultTrainer):
     """`DefaultTrainer` for Mask2Former. Usage as detectron2's:
     `trainer = Trainer(cfg); trainer.resume_or_load(resume=...); trainer.train()`."""
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__ with three of its parts replaced, which detectron2 0.6 builds
+        # inline with no hook to override: DDP without `device_ids` on CPU, the step trainer
+        # with CPU autocast, and the atomic checkpointer. Hence TrainerBase.__init__, not super().
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        check_config_against_datasets(cfg, cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        check_config_against_datasets(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
@@ -141,8 +166,6 @@ class Trainer(DefaultTrainer):
         """The training batches; `mapper` defaults to the one named by
         `INPUT.DATASET_MAPPER_NAME`."""
         if mapper is None:
-            from ..data import build_dataset_mapper
-
             mapper = build_dataset_mapper(cfg, is_train=True)
         resumable = cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER
         if resumable and cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
@@ -169,12 +192,10 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_dataset_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_evaluator
-
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return build_evaluator(cfg, dataset_name, output_folder)
@@ -194,7 +215,12 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         """Run training; returns the last evaluation's results (None when there was none)."""
+        train_loop_logger = logging.getLogger(TrainerBase.__module__)
+        if not any(isinstance(f, _KnownErrorsWithoutTraceback) for f in train_loop_logger.filters):
+            train_loop_logger.addFilter(_KnownErrorsWithoutTraceback())
         super().train()
+        # DefaultTrainer keeps the last evaluation only in `_last_eval_results` (its train()
+        # returns it only when TEST.EXPECTED_RESULTS is set); detectron2 has no public accessor.
         results = getattr(self, "_last_eval_results", None)
         if comm.is_main_process() and results:
             logger.info("Final evaluation:\n%s", format_results_table(results))
@@ -203,8 +229,6 @@ class Trainer(DefaultTrainer):
 
 def format_results_table(results: Dict) -> str:
     """One row per (dataset/task, metric group) with its headline numbers."""
-    from tabulate import tabulate
-
     headline = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "AP", "AP50", "AP75", "mIoU", "fwIoU", "mACC", "pACC")
     rows = []
 
@@ -229,6 +253,8 @@ def setup_cfg(args, freeze: bool = True, extra_configs=()):
     moved_to_cpu = use_cpu_if_no_cuda(cfg)
     if freeze:
         cfg.freeze()
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        check_writable_folder(cfg.OUTPUT_DIR, "OUTPUT_DIR")  # before default_setup writes there
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former")
     if moved_to_cpu:

@@ -1,10 +1,19 @@
 """One-to-one assignment of predicted masks to ground-truth masks (Hungarian matching)."""
 import torch
+from detectron2.utils.events import get_event_storage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
 from .point_sampling import point_sample
+
+
+def _at_iteration() -> str:
+    """' at iteration N' inside a detectron2 training loop, else ""."""
+    try:
+        return f" at iteration {get_event_storage().iter}"
+    except AssertionError:  # no EventStorage: called outside training
+        return ""
 
 __all__ = ["HungarianMatcher", "pairwise_sigmoid_ce", "pairwise_dice"]
 
@@ -93,7 +102,6 @@ class HungarianMatcher(nn.Module):
     def _match_image(self, image_index, class_logits, mask_logits, target):
         """class_logits (Q, K+1), mask_logits (Q, h, w); returns (query idx, target idx)."""
         labels = target["labels"]
-        num_queries = class_logits.shape[0]
         if labels.numel() == 0:
             empty = torch.empty(0, dtype=torch.int64)
             return empty, empty.clone()
@@ -101,20 +109,25 @@ class HungarianMatcher(nn.Module):
         cost_class = -class_logits.softmax(-1)[:, labels]  # (Q, N)
 
         points = torch.rand(1, self.num_points, 2, device=mask_logits.device)
-        target_points = point_sample(target_masks[:, None], points.expand(target_masks.shape[0], -1, -1))[:, 0]
-        pred_points = point_sample(mask_logits[:, None], points.expand(num_queries, -1, -1))[:, 0]
+        target_points = self._masks_at_points(target_masks, points)
+        pred_points = self._masks_at_points(mask_logits, points)
         cost_mask = pairwise_sigmoid_ce(pred_points, target_points)
         cost_dice = pairwise_dice(pred_points, target_points)
 
         for name, cost in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice)):
             if not torch.isfinite(cost).all():
                 raise FloatingPointError(
-                    f"HungarianMatcher: non-finite {name} cost for image {image_index} of the batch "
-                    f"(predictions contain NaN/Inf; training has probably diverged)"
+                    f"HungarianMatcher: non-finite {name} cost for image {image_index} of the batch"
+                    f"{_at_iteration()} (predictions contain NaN/Inf; training has probably diverged)"
                 )
         cost = self.cost_class * cost_class + self.cost_mask * cost_mask + self.cost_dice * cost_dice
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+    @staticmethod
+    def _masks_at_points(masks, points):
+        """(N, h, w) masks read at (1, P, 2) shared points -> (N, P)."""
+        return point_sample(masks[:, None], points.expand(masks.shape[0], -1, -1))[:, 0]
 
     def extra_repr(self):
         return (

@@ -38,6 +38,10 @@ class MaskFormer(nn.Module):
     (height, width).
     """
 
+    # Built by `from_config`; subclasses for other inputs (e.g. video) swap in their own.
+    matcher_class = HungarianMatcher
+    criterion_class = SetCriterion
+
     @configurable
     def __init__(
         self,
@@ -58,7 +62,8 @@ class MaskFormer(nn.Module):
             backbone: detectron2 backbone producing the features the head reads.
             sem_seg_head: maps features to {"pred_logits", "pred_masks", "aux_outputs"}.
             criterion: computes the unweighted losses; its `weight_dict` weights them.
-            num_queries: Q.
+            num_queries: Q; accepted for the published constructor interface, not needed
+                here (the head produces the queries).
             metadata: dataset metadata (of the first test dataset).
             size_divisibility: pad the batch to a multiple of this.
             pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
@@ -71,7 +76,6 @@ class MaskFormer(nn.Module):
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
-        self.num_queries = num_queries
         self.metadata = metadata
         if size_divisibility < 0:
             size_divisibility = backbone.size_divisibility
@@ -80,6 +84,12 @@ class MaskFormer(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
             raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
+        # A zero or non-finite std turns every image into inf/NaN, which would surface
+        # much later as a "diverged" matcher cost.
+        if not (torch.isfinite(self.pixel_std).all() and (self.pixel_std != 0).all()):
+            raise ValueError(f"MODEL.PIXEL_STD {list(pixel_std)} must be finite and non-zero")
+        if not torch.isfinite(self.pixel_mean).all():
+            raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} must be finite")
         self.postprocess_options = postprocess
         if inference_dtype not in INFERENCE_DTYPES.values():
             raise ValueError(f"MaskFormer: inference_dtype must be one of {list(INFERENCE_DTYPES.values())}")
@@ -92,7 +102,7 @@ class MaskFormer(nn.Module):
         mf = cfg.MODEL.MASK_FORMER
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
 
-        matcher = HungarianMatcher(
+        matcher = cls.matcher_class(
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
@@ -105,7 +115,7 @@ class MaskFormer(nn.Module):
             # layers; all but the last prediction are auxiliary.
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in final_weights.items()})
-        criterion = SetCriterion(
+        criterion = cls.criterion_class(
             num_classes,
             matcher=matcher,
             weight_dict=weight_dict,
@@ -197,6 +207,9 @@ class MaskFormer(nn.Module):
                     f"MaskFormer: batched_inputs[{i}]['image'] must be a ({self.pixel_mean.shape[0]}, H, W) "
                     f"tensor, got {got}"
                 )
+            if image.is_floating_point() and not torch.isfinite(image).all():
+                name = inputs.get("file_name", f"batched_inputs[{i}]")
+                raise ValueError(f"MaskFormer: input image '{name}' has NaN or infinite pixel values")
             images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
         return ImageList.from_tensors(images, self.size_divisibility)
 
