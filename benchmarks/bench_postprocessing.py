@@ -140,7 +140,8 @@ def check_same_results(device):
     assert torch.allclose(a["sem_seg"], b["sem_seg"], rtol=1e-4, atol=1e-5)
     assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0]) and a["panoptic_seg"][1] == b["panoptic_seg"][1]
     assert torch.equal(a["instances"].masks, b["instances"].masks)
-    assert torch.equal(a["instances"].scores, b["instances"].scores)
+    # each band of columns adds its part of a mask's mean probability: same terms, other order
+    assert torch.allclose(a["instances"].scores, b["instances"].scores, rtol=1e-6, atol=0)
     return len(a["panoptic_seg"][1]), len(a["instances"].scores)
 
 
@@ -166,7 +167,7 @@ def main():
     segments, detections = check_same_results(args.device)
     print(
         f"padded {PADDED[0]}x{PADDED[1]}, Q={NUM_QUERIES}, K={NUM_CLASSES}, semantic+panoptic+instance, "
-        f"{args.device}, {torch.get_num_threads()} threads; results identical "
+        f"{args.device}, {torch.get_num_threads()} threads; same results (pixel-identical, scores within 1e-6) "
         f"({segments} panoptic segments, {detections} instances)"
     )
     reference = run_in_child("all_queries", args.repeats, args.device, large=False)
