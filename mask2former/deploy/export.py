@@ -49,6 +49,7 @@ def _save_onnx(program, path: str) -> None:
         opset_version=ONNX_OPSET,
         custom_translation_table=translation_table(),
         dynamo=True,
+        verbose=False,
     )
     onnx_program.save(path, external_data=False)
 
