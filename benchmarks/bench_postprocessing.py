@@ -41,7 +41,9 @@ def make_inputs(device):
 
 
 def options():
-    return dict(
+    from mask2former.postprocessing import PostprocessOptions
+
+    return PostprocessOptions(
         num_classes=NUM_CLASSES,
         semantic_on=True,
         panoptic_on=True,
@@ -70,7 +72,7 @@ def peak_rss_bytes():
 
 def worker(path, repeats, device):
     """Runs one path `repeats` times in this process; prints a JSON line."""
-    from mask2former.modeling.postprocessing import postprocess_all_queries, postprocess_image
+    from mask2former.postprocessing import postprocess_all_queries, postprocess_image
 
     fn = {"all_queries": postprocess_all_queries, "selective": postprocess_image}[path]
     class_logits, mask_logits = make_inputs(device)
@@ -83,7 +85,7 @@ def worker(path, repeats, device):
     with torch.no_grad():
         for _ in range(repeats):
             start = time.perf_counter()
-            result = fn(class_logits, mask_logits, PADDED, IMAGE, IMAGE, **options())
+            result = fn(class_logits, mask_logits, PADDED, IMAGE, IMAGE, options())
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
@@ -111,17 +113,17 @@ def run_in_child(path, repeats, device):
 
 def check_same_results(device):
     """The two paths must agree before their speed means anything."""
-    from mask2former.modeling.postprocessing import postprocess_all_queries, postprocess_image
+    from mask2former.postprocessing import postprocess_all_queries, postprocess_image
 
     class_logits, mask_logits = make_inputs(device)
     with torch.no_grad():
-        a = postprocess_image(class_logits, mask_logits, PADDED, IMAGE, IMAGE, **options())
-        b = postprocess_all_queries(class_logits, mask_logits, PADDED, IMAGE, IMAGE, **options())
+        a = postprocess_image(class_logits, mask_logits, PADDED, IMAGE, IMAGE, options())
+        b = postprocess_all_queries(class_logits, mask_logits, PADDED, IMAGE, IMAGE, options())
     assert torch.allclose(a["sem_seg"], b["sem_seg"], rtol=1e-4, atol=1e-5)
     assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0]) and a["panoptic_seg"][1] == b["panoptic_seg"][1]
-    assert torch.equal(a["instances"].pred_masks, b["instances"].pred_masks)
+    assert torch.equal(a["instances"].masks, b["instances"].masks)
     assert torch.equal(a["instances"].scores, b["instances"].scores)
-    return len(a["panoptic_seg"][1]), len(a["instances"])
+    return len(a["panoptic_seg"][1]), len(a["instances"].scores)
 
 
 def main():

@@ -28,7 +28,7 @@ from detectron2.modeling import DatasetMapperTTA
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from ..modeling.postprocessing import semantic_inference
+from ..postprocessing import semantic_inference
 
 __all__ = ["MaskFormerWithTTA", "QueryFusion"]
 
@@ -134,7 +134,7 @@ class MaskFormerWithTTA(nn.Module):
 
     def _fuses_queries(self) -> bool:
         model = self.model
-        return hasattr(model, "predict_queries") and bool(model.panoptic_on or model.instance_on)
+        return hasattr(model, "predict_queries") and bool(model.postprocess_options.panoptic_on or model.postprocess_options.instance_on)
 
     @torch.no_grad()
     def _inference_one(self, inputs: Dict) -> Dict:
@@ -155,7 +155,7 @@ class MaskFormerWithTTA(nn.Module):
             flipped = _is_flipped(view.pop("transforms"))
             prediction = self.model.predict_queries([view])[0]
             mask_logits = prediction.masks(slice(None))  # (Q, height, width)
-            if self.model.semantic_on:
+            if self.model.postprocess_options.semantic_on:
                 scores = self._view_semantic(prediction, mask_logits)
                 semantic.add(scores.flip(dims=[2]) if flipped else scores)
             masks = mask_logits.sigmoid_()
@@ -168,7 +168,7 @@ class MaskFormerWithTTA(nn.Module):
     def _view_semantic(self, prediction, mask_logits):
         """The model's semantic scores of one view; from the masks already upsampled to the
         output size when the model computes them from masks at that size."""
-        if self.model.sem_seg_postprocess_before_inference:
+        if self.model.postprocess_options.resize_before_semantic:
             return semantic_inference(prediction.class_logits, mask_logits)
         return self.model.postprocess(prediction, panoptic_on=False, instance_on=False)["sem_seg"]
 

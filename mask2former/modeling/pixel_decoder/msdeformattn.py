@@ -325,12 +325,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
             multi_scale_features: three (B, conv_dim, h, w) maps, coarsest first.
         """
         check_features(features, self.input_shape, type(self).__name__)
-        # The deformable encoder runs in float32 even under mixed precision.
+        # The deformable encoder trains in float32 even under mixed precision; at inference
+        # it follows the autocast dtype (MASK2FORMER.INFERENCE_DTYPE).
         device_type = next(iter(features.values())).device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_features_fp32(features)
+        enabled = torch.is_autocast_enabled(device_type) and not self.training
+        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), enabled=enabled):
+            return self._forward_features(features)
 
-    def _forward_features_fp32(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
+    def _forward_features(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
         srcs, pos = [], []
         for level, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name].float()
