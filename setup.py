@@ -43,12 +43,19 @@ def _op_extensions():
 
 ext_modules, cmdclass = _op_extensions()
 
+
+def _requirements(path):
+    with open(path) as f:
+        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+
+
 setup(
     name="mask2former",
     version="0.1.0",
     description="Mask2Former (masked-attention mask transformer) as a detectron2 extension",
     packages=find_packages(include=["mask2former", "mask2former.*"]),
     python_requires=">=3.9",
+    extras_require={"deploy": _requirements("requirements-deploy.txt")},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -27,7 +27,6 @@ from mask2former.deploy.network import ExportableNetwork, ExportError, export_pr
 from mask2former.utils.checkpoint import CheckpointMismatchError, load_weights_checked
 
 logger = logging.getLogger("mask2former.export_model")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def get_parser():
@@ -35,18 +34,23 @@ def get_parser():
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--output", required=True, help="file to write (.pt2 or .onnx); meta.json goes beside it")
-    parser.add_argument("--dtype", default="float32", choices=tuple(DTYPES))
+    parser.add_argument(
+        "--dtype", default=None, choices=("float32", "bfloat16"),
+        help="dtype the network runs in (autocast for bfloat16); default MASK2FORMER.INFERENCE_DTYPE",
+    )
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser
 
 
-def setup_cfg(config_file, opts):
+def setup_cfg(config_file, opts, dtype=None):
     cfg = get_cfg()
     add_deeplab_config(cfg)
     add_maskformer2_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     cfg.MODEL.DEVICE = "cpu"  # exported on the CPU; AOTInductor compiles for the export device
+    if dtype is not None:
+        cfg.MASK2FORMER.INFERENCE_DTYPE = dtype
     cfg.freeze()
     return cfg
 
@@ -64,17 +68,16 @@ def build_model_for_export(cfg):
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="mask2former")
-    if args.format == "onnx" and args.dtype != "float32":
-        print("error: --format onnx supports --dtype float32 only (onnxruntime's CPU provider has no "
-              "bfloat16 kernels for most ops)", file=sys.stderr)
-        return 2
     try:
-        cfg = setup_cfg(args.config_file, args.opts)
+        cfg = setup_cfg(args.config_file, args.opts, args.dtype)
         model = build_model_for_export(cfg)
     except (OSError, ValueError, KeyError, CheckpointMismatchError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    network = ExportableNetwork.from_model(model, DTYPES[args.dtype])
+    if args.format == "onnx" and model.inference_dtype != torch.float32:
+        print("error: --format onnx is exported in float32 only (--dtype float32)", file=sys.stderr)
+        return 2
+    network = ExportableNetwork(model)
     start = time.perf_counter()
     try:
         program = export_program(network, model.size_divisibility)
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
     except ExportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    write_metadata(metadata_path(args.output), export_metadata(model, cfg, args.format, args.dtype))
+    write_metadata(metadata_path(args.output), export_metadata(model, cfg, args.format))
     logger.info(f"wrote {args.output} and {metadata_path(args.output)} in {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -12,6 +12,8 @@
 Every file is written next to its final path and renamed into place, so a failed export
 never leaves a truncated artefact.
 """
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +22,7 @@ from typing import Dict
 
 import torch
 
-__all__ = ["FORMATS", "save_program", "export_metadata", "write_metadata", "metadata_path"]
+__all__ = ["FORMATS", "atomic_path", "save_program", "export_metadata", "write_metadata", "metadata_path"]
 
 FORMATS = ("export", "aoti", "onnx")
 
@@ -30,12 +32,19 @@ def metadata_path(artefact_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(artefact_path)), "meta.json")
 
 
-def _atomic_target(path: str):
-    """A temporary path in the folder of `path` (same file system, so the rename is atomic)."""
-    folder = os.path.dirname(os.path.abspath(path)) or "."
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path in the folder of `path` (same file system); what is written
+    there replaces `path` when the block succeeds, and is removed when it fails."""
+    folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".export-", dir=folder)
-    return tmp_dir, os.path.join(tmp_dir, os.path.basename(path))
+    tmp_dir = tempfile.mkdtemp(prefix=".tmp-", dir=folder)
+    try:
+        tmp_path = os.path.join(tmp_dir, os.path.basename(path))
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _save_onnx(program, path: str) -> None:
@@ -62,8 +71,7 @@ def save_program(program, path: str, fmt: str, aoti_options: Dict = None) -> Non
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    tmp_dir, tmp_path = _atomic_target(path)
-    try:
+    with atomic_path(path) as tmp_path:
         if fmt == "export":
             torch.export.save(program, tmp_path)
         elif fmt == "aoti":
@@ -72,38 +80,28 @@ def save_program(program, path: str, fmt: str, aoti_options: Dict = None) -> Non
             )
         else:
             _save_onnx(program, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def postprocess_fields(model) -> Dict:
     """The `PostprocessOptions` of a `MaskFormer`, as JSON-able fields."""
-    thing_classes = model.thing_classes()
-    return {
-        "num_classes": model.num_classes,
-        "semantic_on": model.semantic_on,
-        "panoptic_on": model.panoptic_on,
-        "instance_on": model.instance_on,
-        "resize_before_semantic": model.sem_seg_postprocess_before_inference,
-        "object_mask_threshold": model.object_mask_threshold,
-        "overlap_threshold": model.overlap_threshold,
-        "detections_per_image": model.test_topk_per_image,
-        "thing_classes": None if thing_classes is None else sorted(thing_classes),
-    }
+    fields = dataclasses.asdict(model.postprocess_options)
+    if fields["thing_classes"] is not None:
+        fields["thing_classes"] = sorted(fields["thing_classes"])
+    return fields
 
 
-def export_metadata(model, cfg, fmt: str, dtype: str) -> Dict:
+def export_metadata(model, cfg, fmt: str) -> Dict:
     """What the runner needs besides the network, from a `MaskFormer` and its config."""
     from mask2former.utils.visualizer import display_metadata  # needs detectron2, as the export does
 
-    shown = display_metadata(model.metadata, model.num_classes)
+    num_classes = model.postprocess_options.num_classes
+    shown = display_metadata(model.metadata, num_classes)
     return {
         "format": fmt,
-        "dtype": dtype,
+        "dtype": cfg.MASK2FORMER.INFERENCE_DTYPE,
         "torch_version": torch.__version__,
-        "class_names": list(shown.stuff_classes)[: model.num_classes],
-        "class_colors": [list(map(int, c)) for c in shown.stuff_colors][: model.num_classes],
+        "class_names": list(shown.stuff_classes)[:num_classes],
+        "class_colors": [list(map(int, c)) for c in shown.stuff_colors][:num_classes],
         "pixel_mean": [float(v) for v in model.pixel_mean.flatten()],
         "pixel_std": [float(v) for v in model.pixel_std.flatten()],
         "size_divisibility": int(model.size_divisibility),
@@ -117,10 +115,5 @@ def export_metadata(model, cfg, fmt: str, dtype: str) -> Dict:
 
 def write_metadata(path: str, metadata: Dict) -> None:
     """Write `metadata` as JSON to `path`, atomically."""
-    tmp_dir, tmp_path = _atomic_target(path)
-    try:
-        with open(tmp_path, "w") as f:
-            json.dump(metadata, f, indent=2)
-        os.replace(tmp_path, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    with atomic_path(path) as tmp_path, open(tmp_path, "w") as f:
+        json.dump(metadata, f, indent=2)

@@ -7,7 +7,6 @@ H and W are multiples of the model's size divisibility. Everything around it (re
 resizing the image, normalising, padding, and turning logits into results) runs in
 `mask2former.deploy.runtime` and `mask2former.postprocessing`, outside the exported graph.
 """
-import contextlib
 from typing import Tuple
 
 import torch
@@ -24,33 +23,17 @@ class ExportError(RuntimeError):
 
 
 class ExportableNetwork(nn.Module):
-    """Backbone + mask-classification head of a `MaskFormer`, without pre- and post-processing.
-
-    With `dtype` bfloat16 the network runs under autocast (the pixel decoder's deformable
-    encoder stays float32, as in training) and returns float32 logits.
+    """The network of a `MaskFormer` at inference (`MaskFormer.network_outputs`: backbone and
+    head in the model's `inference_dtype`, float32 logits), without pre- and post-processing.
     """
 
-    def __init__(self, backbone: nn.Module, sem_seg_head: nn.Module, dtype: torch.dtype = torch.float32):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        if dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {dtype}")
-        self.backbone = backbone
-        self.sem_seg_head = sem_seg_head
-        self.dtype = dtype
-
-    @classmethod
-    def from_model(cls, model: nn.Module, dtype: torch.dtype = torch.float32) -> "ExportableNetwork":
-        """The network of a `MaskFormer` (shares its modules), in eval mode."""
-        return cls(model.backbone, model.sem_seg_head, dtype).eval()
+        self.model = model.eval()
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
-        if self.dtype == torch.float32:
-            autocast = contextlib.nullcontext()
-        else:
-            autocast = torch.autocast(device_type=images.device.type, dtype=self.dtype)
-        with autocast:
-            outputs = self.sem_seg_head(self.backbone(images))
-        return outputs["pred_logits"].float(), outputs["pred_masks"].float()
+        outputs = self.model.network_outputs(images)
+        return outputs["pred_logits"], outputs["pred_masks"]
 
 
 def dynamic_shapes(size_divisibility: int):
