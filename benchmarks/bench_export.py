@@ -82,7 +82,7 @@ def build_variant(name, model, example, workdir, programs):
         compiled(example)  # compiles
         return compiled
     if dtype not in programs:
-        programs[dtype] = export_program(network, model.size_divisibility, example)
+        programs[dtype] = export_program(network, model.size_divisibility)
     suffix = ".onnx" if fmt == "onnx" else ".pt2"
     path = os.path.join(workdir, name + suffix)
     save_program(programs[dtype], path, fmt)
