@@ -18,10 +18,9 @@ import time
 import cv2
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from tabulate import tabulate
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.predictor import Mask2FormerPredictor
 
 DEFAULT_CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
@@ -60,12 +59,9 @@ def main():
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST",
-                         str(args.min_size), "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "True"] + args.opts)
+    overrides = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", str(args.min_size),
+                 "MODEL.MASK_FORMER.TEST.SEMANTIC_ON", "True"]
+    cfg = build_config(args.config_file, overrides + args.opts)
     torch.manual_seed(0)
     predictor = Mask2FormerPredictor(cfg)
     images = sample_images()

@@ -1,13 +1,13 @@
 """Helpers shared by the dataset preparation scripts: atomic writes and progress."""
 
-import json
 import os
-import tempfile
 from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from mask2former.utils.file_io import atomic_open, atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "atomic_save_image",
@@ -35,27 +35,12 @@ def require_dir(path: str, what: str):
         )
 
 
-def _atomic_write(path: str, write):
-    """Write through `write(file_object)` to a temp file beside `path`, then rename, so an
-    interrupted run never leaves a truncated file that a later run would trust."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def atomic_save_image(array: np.ndarray, path: str, fmt: str):
     """Save an image array (uint8 RGB or label map, uint16 label map) in PIL format
     `fmt` ("PNG", "JPEG", "TIFF"), atomically."""
     image = Image.fromarray(array)
-    _atomic_write(path, lambda f: image.save(f, format=fmt))
+    with atomic_open(path, "wb") as f:
+        image.save(f, format=fmt)
 
 
 def atomic_save_png(array: np.ndarray, path: str):
@@ -66,12 +51,11 @@ def atomic_save_png(array: np.ndarray, path: str):
 def atomic_copy(src: str, path: str):
     """Copy the file `src` to `path`, atomically."""
     with open(src, "rb") as f:
-        data = f.read()
-    _atomic_write(path, lambda out: out.write(data))
+        atomic_write_bytes(path, f.read())
 
 
 def atomic_save_json(obj, path: str):
-    _atomic_write(path, lambda f: f.write(json.dumps(obj).encode("utf-8")))
+    atomic_write_json(path, obj)
 
 
 def progress(items: Iterable[T], desc: str, total: int = None) -> Iterator[T]:

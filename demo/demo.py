@@ -11,27 +11,27 @@ anything is written; every output is written atomically, so an error never leave
 truncated file and never touches outputs written earlier.
 """
 import argparse
+import contextlib
 import glob
 import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from typing import Callable, List, Optional
 
 import cv2
 import numpy as np
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.postprocessing import as_detectron2_results
 from mask2former.predictor import Mask2FormerPredictor
-from mask2former.utils.checkpoint import CheckpointMismatchError, atomic_write_bytes
+from mask2former.utils.checkpoint import CheckpointMismatchError
+from mask2former.utils.file_io import atomic_path, atomic_write_bytes, atomic_write_text
 from mask2former.utils.visualizer import (
     TASKS,
     all_class_names,
@@ -132,13 +132,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def setup_cfg(args):
-    if not os.path.isfile(args.config_file):
-        raise DemoError(f"Config file '{args.config_file}' does not exist.")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = build_config(args.config_file, args.opts)
     if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise DemoError(f"Weights file '{cfg.MODEL.WEIGHTS}' (MODEL.WEIGHTS) does not exist.")
     cfg.freeze()
@@ -212,7 +206,7 @@ def write_image(path: str, image_bgr: np.ndarray) -> None:
 
 
 def write_json(path: str, payload) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 class DemoRunner:
@@ -314,55 +308,46 @@ def run_video(runner: DemoRunner, video_path: str, output: Optional[str], batch_
     num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     video_visualizer = VideoVisualizer(runner.metadata)
 
-    out_path = writer = tmp_path = None
+    out_path = None
     if output:
         out_path = output
         if os.path.isdir(output) or os.path.splitext(output)[1].lower() not in VIDEO_EXTENSIONS:
             stem = os.path.splitext(os.path.basename(video_path))[0]
             out_path = os.path.join(output, stem + ".mp4")
-        folder = os.path.dirname(os.path.abspath(out_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(out_path)[1], dir=folder)
-        os.close(fd)
-        writer = cv2.VideoWriter(
-            tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height), True
-        )
-        if not writer.isOpened():
-            os.remove(tmp_path)
-            capture.release()
-            raise DemoError(f"Cannot open a video writer for '{out_path}'.")
-    try:
-        progress = tqdm.tqdm(total=num_frames, desc=os.path.basename(video_path), unit="frame")
-        for frames in _frames(capture, batch_size):
-            for frame, predictions in zip(frames, runner.predictor.predict_batch(frames)):
-                drawn_rgb = draw_video_frame(
-                    video_visualizer, frame[:, :, ::-1], predictions, runner.task,
-                    runner.confidence_threshold,
+    with contextlib.ExitStack() as written_atomically:
+        writer = None
+        try:
+            if out_path:
+                tmp_path = written_atomically.enter_context(atomic_path(out_path))
+                writer = cv2.VideoWriter(
+                    tmp_path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height), True
                 )
-                drawn = np.ascontiguousarray(drawn_rgb[:, :, ::-1])
-                if writer is not None:
-                    writer.write(drawn)
-                else:
-                    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                    cv2.imshow(WINDOW_NAME, drawn)
-                    if (cv2.waitKey(1) & 0xFF) in _QUIT_KEYS:
-                        return None
-                progress.update(1)
-        progress.close()
-        if writer is not None:
-            writer.release()
-            writer = None
-            os.replace(tmp_path, out_path)
-            tmp_path = None
-        return out_path
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-        if tmp_path is not None and os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        if output is None:
-            cv2.destroyAllWindows()
+                if not writer.isOpened():
+                    raise DemoError(f"Cannot open a video writer for '{out_path}'.")
+            progress = tqdm.tqdm(total=num_frames, desc=os.path.basename(video_path), unit="frame")
+            for frames in _frames(capture, batch_size):
+                for frame, predictions in zip(frames, runner.predictor.predict_batch(frames)):
+                    drawn_rgb = draw_video_frame(
+                        video_visualizer, frame[:, :, ::-1], predictions, runner.task,
+                        runner.confidence_threshold,
+                    )
+                    drawn = np.ascontiguousarray(drawn_rgb[:, :, ::-1])
+                    if writer is not None:
+                        writer.write(drawn)
+                    else:
+                        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+                        cv2.imshow(WINDOW_NAME, drawn)
+                        if (cv2.waitKey(1) & 0xFF) in _QUIT_KEYS:
+                            return None
+                    progress.update(1)
+            progress.close()
+            return out_path
+        finally:
+            capture.release()
+            if writer is not None:
+                writer.release()  # before the temporary file is renamed or removed
+            if output is None:
+                cv2.destroyAllWindows()
 
 
 def run_webcam(

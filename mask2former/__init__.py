@@ -16,8 +16,8 @@ except ModuleNotFoundError as e:
 if detectron2 is not None:
     from . import data  # noqa: F401  (registers datasets)
     from . import modeling  # noqa: F401  (registers model components)
-    from .config import add_maskformer2_config
+    from .config import add_maskformer2_config, build_config
 
-    __all__ = ["add_maskformer2_config"]
+    __all__ = ["add_maskformer2_config", "build_config"]
 del detectron2
 __version__ = "0.1.0"

@@ -4,15 +4,70 @@
 published defaults, so that each published yaml merges unchanged. Keys that are
 this project's own live under `cfg.MASK2FORMER` so that they can never clash with
 a key of the published configs (see `_add_project_config`).
-"""
-from detectron2.config import CfgNode as CN
 
-__all__ = ["add_deeplab_config", "add_maskformer2_config"]
+`build_config` is the one way every entry point (trainer, demo, tools, benchmarks,
+tests) builds a config; `use_cpu_if_no_cuda` is the one CUDA-to-CPU fallback.
+"""
+import os
+from typing import Callable, Iterable, Optional, Sequence
+
+import torch
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_deeplab_config", "add_maskformer2_config", "build_config", "use_cpu_if_no_cuda"]
+
+
+def build_config(
+    config_file: Optional[str] = None,
+    opts: Sequence[str] = (),
+    extra_configs: Iterable[Callable[[CN], None]] = (),
+) -> CN:
+    """detectron2's defaults with DeepLab's and Mask2Former's keys, then `config_file`,
+    then `opts`; the result is not frozen.
+
+    Args:
+        config_file: a yaml merged over the defaults; None or "" for the defaults alone.
+        opts: overrides as a flat KEY VALUE list (command-line style), merged last.
+        extra_configs: further `add_*_config(cfg)` functions (e.g. a video model's keys),
+            applied after Mask2Former's and before any merge, so that the file can set them.
+
+    Raises:
+        FileNotFoundError: `config_file` does not exist.
+    """
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    for add_config in extra_configs:
+        add_config(cfg)
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise FileNotFoundError(f"Config file '{config_file}' does not exist.")
+        cfg.merge_from_file(str(config_file))
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def use_cpu_if_no_cuda(cfg: CN) -> bool:
+    """Set MODEL.DEVICE to "cpu" when it names CUDA and CUDA is not available (detectron2
+    defaults to "cuda"; a CPU-only machine should still run). Keeps `cfg` frozen if it
+    was. Returns whether the device was changed, so that the caller can say so."""
+    if torch.device(cfg.MODEL.DEVICE).type != "cuda" or torch.cuda.is_available():
+        return False
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    if frozen:
+        cfg.freeze()
+    return True
 
 
 def add_deeplab_config(cfg):
     """Keys of detectron2's DeepLab project, which the published configs rely on
-    (poly schedule, deeplab stem, crop retries)."""
+    (poly schedule, deeplab stem, crop retries).
+
+    The keys of `detectron2.projects.deeplab.add_deeplab_config`, written out so that
+    building a config does not import (and register) DeepLab's model components."""
     cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA = 1.0
     cfg.SOLVER.POLY_LR_POWER = 0.9
     cfg.SOLVER.POLY_LR_CONSTANT_ENDING = 0.0

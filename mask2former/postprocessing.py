@@ -71,7 +71,7 @@ class PostprocessOptions:
     overlap_threshold: float = 0.8
     detections_per_image: int = 100
     thing_classes: Optional[FrozenSet[int]] = None
-    band_bytes: int = 256 * 2**20
+    band_bytes: int = 64 * 2**20
 
     def with_tasks(self, semantic_on=None, panoptic_on=None, instance_on=None) -> "PostprocessOptions":
         """These options with some results switched on or off (None keeps the setting)."""
@@ -294,7 +294,7 @@ class PanopticAssembler:
         self.scores, self.labels = scores, labels
         device = scores.device
         # per pixel: 1 + the winning query where the pixel is inside its own mask, else 0
-        self.owner = torch.zeros(tuple(output_size), dtype=torch.int64, device=device)
+        self.owner = torch.zeros(tuple(output_size), dtype=torch.int32, device=device)
         self.won_area = torch.zeros(scores.shape[0], dtype=torch.int64, device=device)
         self.own_area = torch.zeros(scores.shape[0], dtype=torch.int64, device=device)
 
@@ -308,7 +308,7 @@ class PanopticAssembler:
         self.won_area += torch.bincount(winner.flatten(), minlength=self.scores.shape[0])
         self.own_area += own.flatten(1).sum(1)
         inside = own.gather(0, winner[None])[0]
-        self.owner[:, c0:c1] = torch.where(inside, winner + 1, 0)
+        self.owner[:, c0:c1] = torch.where(inside, winner.int() + 1, 0)
 
     def finish(self, overlap_threshold, thing_classes: Optional[FrozenSet[int]]):
         """
@@ -412,11 +412,14 @@ class InstanceAssembler:
         self.output_size = (int(output_size[0]), int(output_size[1]))
         self.binary = torch.zeros((num_masks, *self.output_size), dtype=torch.bool, device=device)
         self.prob_sums = torch.zeros(num_masks, dtype=torch.float32, device=device)
+        self.areas = torch.zeros(num_masks, dtype=torch.int64, device=device)
 
     def add(self, c0, c1, mask_logits):
         """Columns c0:c1 of the mask logits (m, height, c1 - c0) (not modified)."""
         inside = mask_logits > 0
         self.binary[:, :, c0:c1] = inside
+        # counted band by band: a sum over bools makes an int64 copy of its input
+        self.areas += inside.flatten(1).sum(1)
         for i in range(0, mask_logits.shape[0], 8):  # chunks keep the float temporaries small
             probs = mask_logits[i : i + 8].sigmoid().flatten(1)
             self.prob_sums[i : i + 8] += (probs * inside[i : i + 8].flatten(1)).sum(1)
@@ -429,7 +432,7 @@ class InstanceAssembler:
                 that a query chosen with several classes is stored and scored once.
         """
         binary = self.binary
-        mask_scores = self.prob_sums / (binary.flatten(1).sum(1) + 1e-6)
+        mask_scores = self.prob_sums / (self.areas + 1e-6)
         boxes = masks_to_boxes(binary)
         if mask_rows is not None:
             binary, mask_scores, boxes = binary[mask_rows], mask_scores[mask_rows], boxes[mask_rows]
@@ -489,19 +492,19 @@ def postprocess_image(class_logits, mask_logits, padded_size, image_size, output
     if not options.instance_on:
         ins_queries = ins_queries[:0]
     needed = torch.unique(torch.cat([pan_queries, ins_queries]))  # sorted
-    ins_needed = torch.unique(ins_queries)
-    pan_rows, ins_rows = torch.searchsorted(needed, pan_queries), torch.searchsorted(needed, ins_needed)
+    # the instance rows follow the (query, class) pairs, so that the result's masks need
+    # no gathering copy (a query chosen with two classes is thresholded twice)
+    pan_rows, ins_rows = torch.searchsorted(needed, pan_queries), torch.searchsorted(needed, ins_queries)
 
     # 2. upsample what is kept, a band of columns at a time, and 3. assemble the results
     panoptic = PanopticAssembler(pan_scores, pan_labels, output_size)
-    instances = InstanceAssembler(ins_needed.shape[0], output_size, mask_logits.device)
+    instances = InstanceAssembler(ins_queries.shape[0], output_size, mask_logits.device)
     upsampler = QueryMaskUpsampler(mask_logits, padded_size, image_size, output_size)
-    every_row = ins_rows.numel() == needed.numel()  # the instance result needs all upsampled queries
     for c0, c1, logits in upsampler.column_bands(needed, options.band_bytes):
-        instances.add(c0, c1, logits if every_row else logits[ins_rows])
+        instances.add(c0, c1, logits[ins_rows])
         panoptic.add(c0, c1, logits[pan_rows])  # a copy: the panoptic pass works in place
     if options.instance_on:
-        result["instances"] = instances.finish(ins_scores, ins_labels, torch.searchsorted(ins_needed, ins_queries))
+        result["instances"] = instances.finish(ins_scores, ins_labels)
     if options.panoptic_on:
         result["panoptic_seg"] = panoptic.finish(options.overlap_threshold, options.thing_classes)
     return result

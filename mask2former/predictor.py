@@ -19,6 +19,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from .config import use_cpu_if_no_cuda
 from .utils.checkpoint import load_weights_checked
 
 __all__ = ["Mask2FormerPredictor"]
@@ -92,11 +93,9 @@ class Mask2FormerPredictor:
         a warning), which is only useful for smoke tests.
         """
         cfg = cfg.clone()
-        if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-            # detectron2 defaults to CUDA; a demo on a CPU-only machine should still run
-            logger.warning(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available: using CPU.")
-            cfg.defrost()
-            cfg.MODEL.DEVICE = "cpu"
+        requested_device = cfg.MODEL.DEVICE
+        if use_cpu_if_no_cuda(cfg):
+            logger.warning(f"MODEL.DEVICE is {requested_device!r} but CUDA is not available: using CPU.")
         model = build_model(cfg)
         if load_weights:
             if cfg.MODEL.WEIGHTS:

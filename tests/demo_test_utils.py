@@ -7,12 +7,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import BitMasks, Instances
 from torch import nn
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PANOPTIC_R50 = REPO_ROOT / "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
@@ -43,11 +42,7 @@ TINY_OVERRIDES = [
 
 
 def base_cfg(config_file=PANOPTIC_R50, overrides=()):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(str(config_file))
-    cfg.merge_from_list(list(overrides))
+    cfg = build_config(config_file, list(overrides))
     return cfg
 
 

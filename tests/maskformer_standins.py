@@ -10,12 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from detectron2.config import get_cfg
 from detectron2.data.catalog import Metadata
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.criterion import SetCriterion
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
@@ -108,10 +107,7 @@ def tiny_cfg():
     deformable encoder, 2 decoder layers, 6 queries and 3 classes (~1.4M parameters)."""
     if not PUBLISHED_CONFIG.exists():
         pytest.skip(f"published config {PUBLISHED_CONFIG.name} not in the checkout")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(str(PUBLISHED_CONFIG))
+    cfg = build_config(PUBLISHED_CONFIG)
     cfg.merge_from_list(
         [
             "MODEL.WEIGHTS", "",

@@ -2,18 +2,15 @@
 and the DeepLab variant (3x3-conv stem, dilated res5 with multi-grid) registered on import."""
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
 
 import mask2former  # noqa: F401  (registers the backbones)
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 
 
 def _cfg(**resnets):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.MODEL.RESNETS.DEPTH = 50
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     for key, value in resnets.items():

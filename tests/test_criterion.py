@@ -7,12 +7,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Instances
 
 import mask2former.modeling.criterion as criterion_module
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.criterion import SetCriterion
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.point_sampling import point_sample, sample_uncertain_points
@@ -111,7 +110,7 @@ def test_mask_losses_normalised_by_number_of_masks():
 
 def test_num_masks_averaged_over_workers(monkeypatch):
     # Another worker holding 8 masks: (4 + 8) / 2 = 6 masks per worker.
-    monkeypatch.setattr(criterion_module, "_world_size", lambda: 2)
+    monkeypatch.setattr(criterion_module.comm, "get_world_size", lambda: 2)
     monkeypatch.setattr(criterion_module.dist, "all_reduce", lambda t: t.add_(8))
     losses = constant_prediction_losses([1, 3])
     assert losses["loss_mask"].item() == pytest.approx(PER_MASK_BCE * 4 / 6, abs=1e-6)
@@ -221,10 +220,7 @@ def published_cfg(deep_supervision=True):
     path = REPO / "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
     if not path.exists():
         pytest.skip(f"published config {path.name} not in the checkout")
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(str(path))
+    cfg = build_config(path)
     cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = deep_supervision
     cfg.MODEL.DEVICE = "cpu"
     return cfg

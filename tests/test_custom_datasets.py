@@ -12,11 +12,10 @@ import pycocotools.mask as mask_util
 import pytest
 from PIL import Image
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from panopticapi.utils import id2rgb
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.data import build_dataset_mapper
 from mask2former.data.datasets import (
     register_coco_instances_dataset,
@@ -37,9 +36,7 @@ def dataset_name():
 
 
 def mapper_for(name, mapper_name):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.DATASETS.TRAIN = (name,)
     cfg.INPUT.DATASET_MAPPER_NAME = mapper_name
     cfg.INPUT.MIN_SIZE_TRAIN = (16,)

@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
@@ -22,7 +21,7 @@ from detectron2.evaluation import (
 )
 from detectron2.structures import Boxes, Instances
 
-from mask2former.config import add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.data.datasets.synthetic_shapes import register_synthetic_split
 from mask2former.evaluation import (
     InstanceSegEvaluator,
@@ -107,8 +106,7 @@ def _run(evaluator, records, make_outputs):
 
 
 def _cfg(semantic=False, instance=False, panoptic=False):
-    cfg = get_cfg()
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.MODEL.MASK_FORMER.TEST.SEMANTIC_ON = semantic
     cfg.MODEL.MASK_FORMER.TEST.INSTANCE_ON = instance
     cfg.MODEL.MASK_FORMER.TEST.PANOPTIC_ON = panoptic

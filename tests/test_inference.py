@@ -2,15 +2,18 @@
 query-selective upsampling against the plain all-queries path."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 from torch.nn import functional as F
 
 from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks
 
+from mask2former.config import build_config
 from mask2former.modeling.postprocessing import as_detectron2_results, to_instances
 from mask2former.postprocessing import (
     PostprocessOptions,
@@ -27,6 +30,7 @@ from mask2former.postprocessing import (
 from maskformer_standins import tiny_maskformer
 
 ON, OFF = 10.0, -10.0
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart"
 
 
 def class_logits_from_probs(probs):
@@ -233,16 +237,8 @@ def test_selected_query_pixels_do_not_depend_on_the_selection_at_small_sizes():
 @pytest.mark.parametrize("output", [OUTPUT, IMAGE])
 def test_postprocess_image_equals_all_queries_path(band_columns, output):
     class_logits, mask_logits = random_predictions(size=(26, 34))
-    options = PostprocessOptions(
-        num_classes=7,
-        semantic_on=True,
-        panoptic_on=True,
-        instance_on=True,
-        resize_before_semantic=True,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.8,
-        detections_per_image=25,
-        thing_classes=frozenset({0, 1, 2, 3}),
+    options = PostprocessOptions(  # semantic on, thresholds 0.8 by default
+        num_classes=7, panoptic_on=True, instance_on=True, detections_per_image=25, thing_classes=frozenset({0, 1, 2, 3})
     )
     sizes = (PADDED, IMAGE, output)
     # band_bytes: one band holds the kept queries' masks for `band_columns` columns
@@ -326,3 +322,31 @@ def test_model_rejects_bad_image():
     model = tiny_maskformer().eval()
     with pytest.raises(ValueError, match=r"batched_inputs\[1\]\['image'\]"):
         model([{"image": torch.zeros(3, 8, 8, dtype=torch.uint8)}, {"image": torch.zeros(8, 8)}])
+
+
+def test_bfloat16_inference_of_the_quickstart_model_stays_close_to_float32():
+    config = QUICKSTART / "panoptic_R18_synthetic.yaml"
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", "DATASETS.TEST", "[]"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert model.inference_dtype == torch.float32
+    image = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        (fp32,) = model([{"image": image}])
+        model.inference_dtype = torch.bfloat16  # as MASK2FORMER.INFERENCE_DTYPE "bfloat16" sets it
+        (bf16,) = model([{"image": image}])
+    assert bf16["sem_seg"].dtype == torch.float32  # post-processing stays in float32
+    # stated tolerance: semantic scores (sums of probabilities, here up to ~3) within 0.1,
+    # and the per-pixel argmax agreeing on >= 95% of the pixels
+    assert (bf16["sem_seg"] - fp32["sem_seg"]).abs().max() < 0.1
+    assert (bf16["sem_seg"].argmax(0) == fp32["sem_seg"].argmax(0)).float().mean() > 0.95
+    assert bf16["instances"].pred_masks.shape == fp32["instances"].pred_masks.shape
+
+
+def test_inference_dtype_key_is_checked():
+    config = QUICKSTART / "panoptic_R18_synthetic_test.yaml"
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", "MASK2FORMER.INFERENCE_DTYPE", "float16"])
+    with pytest.raises(ValueError, match="MASK2FORMER.INFERENCE_DTYPE"):
+        build_model(cfg)
+    cfg.MASK2FORMER.INFERENCE_DTYPE = "bfloat16"
+    assert build_model(cfg).inference_dtype == torch.bfloat16

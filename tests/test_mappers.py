@@ -9,13 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks
 from panopticapi.utils import id2rgb
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.data import build_dataset_mapper
 from mask2former.data.dataset_mappers import (
     COCOInstanceLSJDatasetMapper,
@@ -30,9 +29,7 @@ RED, BLUE = (255, 0, 0), (0, 0, 255)
 
 
 def make_cfg(mapper_name, **input_overrides):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.DATASETS.TRAIN = ()
     cfg.INPUT.DATASET_MAPPER_NAME = mapper_name
     cfg.INPUT.FORMAT = "RGB"
@@ -518,10 +515,7 @@ def test_every_published_config_builds_its_training_mapper():
         pytest.skip("no published configs found under configs/")
     built = {}
     for path in paths:
-        cfg = get_cfg()
-        add_deeplab_config(cfg)
-        add_maskformer2_config(cfg)
-        cfg.merge_from_file(str(path))
+        cfg = build_config(path)
         mapper = build_dataset_mapper(cfg, is_train=True)
         name = cfg.INPUT.DATASET_MAPPER_NAME
         built.setdefault(name, type(mapper).__name__)

@@ -5,13 +5,12 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_sem_seg_head
 from torch import nn
 
 import mask2former  # noqa: F401  (registers the model components)
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.meta_arch.mask_former_head import MaskFormerHead
 
 INPUT_SHAPE = {
@@ -23,9 +22,7 @@ INPUT_SHAPE = {
 
 
 def _cfg(**overrides):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     head, mf = cfg.MODEL.SEM_SEG_HEAD, cfg.MODEL.MASK_FORMER
     head.NAME = "MaskFormerHead"
     head.IN_FEATURES = ["res2", "res3", "res4", "res5"]

@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.data import build_dataset_mapper
 from mask2former.data.datasets.builtin import register_all_published
 
@@ -286,9 +285,7 @@ def test_scripts_end_to_end_and_loaded_by_published_names(tmp_path, monkeypatch)
 
 
 def mapper_cfg(dataset_name, mapper_name):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.DATASETS.TRAIN = (dataset_name,)
     cfg.INPUT.DATASET_MAPPER_NAME = mapper_name
     cfg.INPUT.MIN_SIZE_TRAIN = (12,)

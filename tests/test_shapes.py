@@ -4,11 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone, build_sem_seg_head
 
 import mask2former  # noqa: F401  (registers the model components)
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 B, H, W = 2, 128, 192
@@ -21,10 +20,7 @@ CASES = {
 
 
 def _cfg(relative_yaml):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs" / relative_yaml))
+    cfg = build_config(ROOT / "configs" / relative_yaml)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "cpu"
     return cfg

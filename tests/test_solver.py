@@ -3,17 +3,14 @@ import math
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from torch import nn
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.engine import WarmupPolyLR, build_lr_scheduler, build_optimizer
 
 
 def _cfg(**solver):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.SOLVER.BASE_LR = 1e-4
     cfg.SOLVER.WEIGHT_DECAY = 0.05
     cfg.SOLVER.WEIGHT_DECAY_NORM = 0.0

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import mask2former  # noqa: F401  (registers the model components)
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "tests" / "reference" / "state_dict" / "configs"
@@ -23,10 +22,7 @@ CONFIGS = sorted(str(p.relative_to(MANIFESTS).with_suffix(".yaml")) for p in MAN
 
 
 def _cfg(relative_yaml: str, device: str):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs" / relative_yaml))
+    cfg = build_config(ROOT / "configs" / relative_yaml)
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
     return cfg

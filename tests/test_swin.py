@@ -4,15 +4,14 @@ import math
 
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_backbone
+from torchvision.ops import StochasticDepth, stochastic_depth
 
 import mask2former  # noqa: F401  (registers D2SwinTransformer)
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.modeling.backbone.swin import (
     D2SwinTransformer,
     SwinTransformerBlock,
-    drop_path,
     relative_position_index,
     shifted_window_attention_mask,
 )
@@ -128,6 +127,11 @@ def test_activation_checkpointing_gives_same_outputs_and_gradients():
     torch.testing.assert_close(results[0][1], results[1][1])
 
 
+def drop_path(x, drop_prob, training):
+    """The stochastic depth of the Swin blocks."""
+    return stochastic_depth(x, drop_prob, "row", training)
+
+
 def test_drop_path_zeroes_whole_samples_in_training_only():
     torch.manual_seed(0)
     x = torch.ones(1000, 3, 2)
@@ -149,9 +153,7 @@ def test_absolute_position_embedding_option():
 
 
 def test_built_from_config_with_selected_outputs():
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.MODEL.BACKBONE.NAME = "D2SwinTransformer"
     cfg.MODEL.SWIN.EMBED_DIM = 16
     cfg.MODEL.SWIN.NUM_HEADS = [1, 2, 2, 4]
@@ -161,7 +163,7 @@ def test_built_from_config_with_selected_outputs():
     assert isinstance(model, D2SwinTransformer)
     assert list(model.output_shape()) == ["res3", "res5"]
     # drop-path rates grow linearly to DROP_PATH_RATE over all blocks
-    rates = [blk.drop_path.drop_prob for layer in model.layers for blk in layer.blocks if hasattr(blk.drop_path, "drop_prob")]
+    rates = [blk.drop_path.p for layer in model.layers for blk in layer.blocks if isinstance(blk.drop_path, StochasticDepth)]
     assert rates[-1] == pytest.approx(cfg.MODEL.SWIN.DROP_PATH_RATE) and len(rates) == 7
     with torch.no_grad():
         out = model(torch.randn(1, 3, 64, 64))

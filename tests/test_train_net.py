@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, DatasetFromList
 from detectron2.engine import HookBase
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -18,7 +17,7 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from torch import nn
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.engine import (
     AtomicDetectionCheckpointer,
     CPUAMPTrainer,
@@ -90,9 +89,7 @@ class ToyTrainer(Trainer):
 
 
 def toy_cfg(output_dir, **overrides):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.MODEL.META_ARCHITECTURE = "ToyTrainNetModel"
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""

@@ -10,7 +10,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone, build_model
 
-from mask2former.engine import MaskFormerWithTTA, QueryFusion
+from mask2former.modeling import MaskFormerWithTTA, QueryFusion
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
 from mask2former.postprocessing import PostprocessOptions
 
@@ -92,12 +92,9 @@ def test_without_query_predictions_other_outputs_come_from_the_plain_view():
 
 
 def test_from_config_and_empty_sizes():
-    from detectron2.config import get_cfg
+    from mask2former.config import build_config
 
-    from mask2former.config import add_maskformer2_config
-
-    cfg = get_cfg()
-    add_maskformer2_config(cfg)
+    cfg = build_config()
     cfg.TEST.AUG.MIN_SIZES = (16, 32)
     cfg.TEST.AUG.FLIP = False
     tta = MaskFormerWithTTA(cfg, _ColourSegmenter())
@@ -166,16 +163,8 @@ def _colour_maskformer():
         size_divisibility=32,
         pixel_mean=[0.0, 0.0, 0.0],
         pixel_std=[255.0, 255.0, 255.0],
-        postprocess=PostprocessOptions(
-            num_classes=3,
-            semantic_on=True,
-            panoptic_on=True,
-            instance_on=True,
-            resize_before_semantic=True,
-            object_mask_threshold=0.8,
-            overlap_threshold=0.8,
-            detections_per_image=3,
-            thing_classes=frozenset({0, 1, 2}),
+        postprocess=PostprocessOptions(  # semantic on, thresholds 0.8 by default
+            num_classes=3, panoptic_on=True, instance_on=True, detections_per_image=3, thing_classes=frozenset({0, 1, 2})
         ),
     ).eval()
 

@@ -21,7 +21,6 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 from fvcore.nn import ActivationCountAnalysis, FlopCountAnalysis, flop_count_table
@@ -29,7 +28,7 @@ from fvcore.nn import parameter_count, parameter_count_table
 from fvcore.nn.jit_handles import addmm_flop_jit, elementwise_flop_counter, get_shape
 from tabulate import tabulate
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.utils.checkpoint import load_weights_checked
 
 logger = logging.getLogger("mask2former.analyze_model")
@@ -107,11 +106,7 @@ class TensorOutputs(torch.nn.Module):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = build_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = args.device
     cfg.freeze()
     return cfg
@@ -129,8 +124,9 @@ def analyze_parameters(model) -> Dict[str, float]:
     return {"parameters (M)": counts[""] / 1e6}
 
 
-def analyze_flops(model, image) -> Dict[str, float]:
-    analysis = FlopCountAnalysis(TensorOutputs(model), (image,))
+def flop_analysis(module, inputs) -> FlopCountAnalysis:
+    """fvcore's count for `module(*inputs)` with this project's op handles, warnings off."""
+    analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle(**{name: None for name in _IGNORED_OPS})
     analysis.set_op_handle(
         **{
@@ -145,6 +141,11 @@ def analyze_flops(model, image) -> Dict[str, float]:
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
+    return analysis
+
+
+def analyze_flops(model, image) -> Dict[str, float]:
+    analysis = flop_analysis(TensorOutputs(model), (image,))
     print(flop_count_table(analysis, max_depth=2))
     skipped = Counter(analysis.unsupported_ops())
     if skipped:

@@ -10,10 +10,9 @@ when every key matches, 1 otherwise.
 import argparse
 import sys
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.utils.checkpoint import load_weights_checked
 
 
@@ -24,11 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
+    cfg = build_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg)
     try:
         report = load_weights_checked(model, args.weights, allow_partial=True)

@@ -2,47 +2,20 @@
 
 detectron2's checkpointer writes `model_XXXX.pth` and the `last_checkpoint` tag in place:
 a crash (or a kill) in the middle leaves a truncated file that `--resume` then fails to
-load, or a tag pointing at it. Here both are written to a temporary file in the same
-folder, flushed to disk, and renamed over the final name (`os.replace` is atomic on
-POSIX and Windows), so a reader sees either the old file or the new one.
+load, or a tag pointing at it. Here both go through `utils.file_io.atomic_open`
+(temporary file in the same folder, fsync, rename), so a reader sees either the old file
+or the new one; leftovers of a write that was killed are removed when a checkpointer for
+that folder is created.
 """
-import contextlib
 import os
-import tempfile
-from typing import IO, Any, Iterator
+from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-__all__ = ["atomic_open", "AtomicDetectionCheckpointer"]
+from ..utils.file_io import atomic_open, remove_stale_temp_files
 
-
-@contextlib.contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file next to `path` for writing; on success it is fsync'ed and
-    renamed to `path`, on error it is removed and `path` is left untouched."""
-    if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open writes whole files; mode must be 'w' or 'wb', got {mode!r}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
-    # Make the rename itself durable (not possible on every platform/filesystem).
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+__all__ = ["AtomicDetectionCheckpointer"]
 
 
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
@@ -51,6 +24,11 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
     Only local folders are written atomically; other `PathManager` URIs fall back to
     detectron2's behaviour.
     """
+
+    def __init__(self, model, save_dir: str = "", **kwargs: Any):
+        super().__init__(model, save_dir, **kwargs)
+        if self.save_dir and self.save_to_disk and self._is_local():
+            remove_stale_temp_files(self.save_dir)
 
     def _is_local(self) -> bool:
         return "://" not in self.save_dir

@@ -20,6 +20,9 @@ class WarmupPolyLR(torch.optim.lr_scheduler._LRScheduler):
     `warmup_factor` to 1 over `warmup_iters`). When `constant_ending > 0`, once warm-up
     is over the poly factor never drops below `constant_ending` (the lr stays at
     `base_lr * constant_ending` for the tail of training).
+
+    A copy of `detectron2.projects.deeplab.WarmupPolyLR` that also checks `max_iters` and
+    stays at 0 past `max_iters`, where detectron2's raises (fractional power of a negative).
     """
 
     def __init__(

@@ -8,7 +8,6 @@ from collections import OrderedDict
 from typing import Dict
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import (
     DatasetFromList,
     build_detection_test_loader,
@@ -21,14 +20,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..config import add_deeplab_config, add_maskformer2_config
+from ..config import build_config, use_cpu_if_no_cuda
+from ..modeling.test_time_augmentation import MaskFormerWithTTA
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
 from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_seed
 from .lr_scheduler import build_lr_scheduler
 from .optimizer import build_optimizer
 from .sync_batchnorm import adapt_sync_batchnorm
-from .tta import MaskFormerWithTTA
 
 __all__ = ["Trainer", "IterationSeed", "setup_cfg", "run_seed", "create_ddp_model"]
 
@@ -222,26 +221,16 @@ def format_results_table(results: Dict) -> str:
     return tabulate(rows, tablefmt="pipe") if rows else str(dict(results))
 
 
-def setup_cfg(args, freeze: bool = True):
-    """Config from `args.config_file` + `args.opts`, on CPU when no GPU is available, and
-    detectron2's default setup (logger, config dump, seeding)."""
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    if args.config_file:
-        if not os.path.isfile(args.config_file):
-            raise FileNotFoundError(f"--config-file {args.config_file} does not exist")
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    if torch.device(cfg.MODEL.DEVICE).type == "cuda" and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-        _cpu_notice = True
-    else:
-        _cpu_notice = False
+def setup_cfg(args, freeze: bool = True, extra_configs=()):
+    """Config from `args.config_file` + `args.opts` (see `build_config`, which also takes
+    `extra_configs`), on CPU when no GPU is available, and detectron2's default setup
+    (logger, config dump, seeding)."""
+    cfg = build_config(args.config_file, args.opts or [], extra_configs=extra_configs)
+    moved_to_cpu = use_cpu_if_no_cuda(cfg)
     if freeze:
         cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former")
-    if _cpu_notice:
+    if moved_to_cpu:
         logging.getLogger("mask2former").info("CUDA is not available: MODEL.DEVICE set to cpu")
     return cfg

@@ -6,7 +6,7 @@ import os
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
-from ..data.datasets.synthetic_shapes import write_json_atomic
+from ..utils.file_io import atomic_write_json
 
 __all__ = ["InstanceSegEvaluator"]
 
@@ -58,7 +58,7 @@ class InstanceSegEvaluator(COCOEvaluator):
         if self._output_dir:
             file_path = os.path.join(self._output_dir, "coco_instances_results.json")
             self._logger.info(f"Saving results to {file_path}")
-            write_json_atomic(file_path, coco_results)
+            atomic_write_json(file_path, coco_results)
 
         if not self._do_evaluation:
             self._logger.info("Annotations are not available for evaluation.")

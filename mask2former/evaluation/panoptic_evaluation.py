@@ -14,7 +14,7 @@ from detectron2.evaluation.panoptic_evaluation import _print_panoptic_results
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from ..data.datasets.synthetic_shapes import write_json_atomic
+from ..utils.file_io import atomic_write_json
 
 __all__ = ["PanopticEvaluator"]
 
@@ -66,7 +66,7 @@ class PanopticEvaluator(COCOPanopticEvaluator):
                     f.write(p["png_string"])
             if self._output_dir:
                 PathManager.mkdirs(self._output_dir)
-                write_json_atomic(
+                atomic_write_json(
                     os.path.join(self._output_dir, "predictions.json"), dict(gt_data, annotations=annotations)
                 )
             categories = {c["id"]: c for c in gt_data["categories"]}

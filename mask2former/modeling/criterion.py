@@ -1,6 +1,7 @@
 """Set-prediction losses of Mask2Former: classification, mask BCE and dice."""
 import torch
 import torch.distributed as dist
+from detectron2.utils import comm
 from torch import nn
 from torch.nn import functional as F
 
@@ -31,12 +32,6 @@ def dice_loss(pred_logits, target_masks, num_masks):
     numerator = 2 * (probs * target_masks).sum(-1)
     denominator = probs.sum(-1) + target_masks.sum(-1)
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
-
-
-def _world_size():
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
 
 
 class SetCriterion(nn.Module):
@@ -138,7 +133,7 @@ class SetCriterion(nn.Module):
         num_masks = torch.as_tensor(
             [float(sum(len(t["labels"]) for t in targets))], dtype=torch.float, device=device
         )
-        world_size = _world_size()
+        world_size = comm.get_world_size()
         if world_size > 1:
             dist.all_reduce(num_masks)
         return torch.clamp(num_masks / world_size, min=1).item()

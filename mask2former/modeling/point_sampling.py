@@ -14,7 +14,8 @@ def point_sample(features, point_coords):
     """Bilinearly sample `features` at normalised points.
 
     Pixel centres sit at integer + 0.5 (grid_sample with align_corners=False); points
-    outside the map read zeros.
+    outside the map read zeros. Like `detectron2.projects.point_rend.point_sample`, but the
+    grid takes the features' dtype, so that half-precision features can be sampled.
 
     Args:
         features (Tensor): (N, C, H, W).

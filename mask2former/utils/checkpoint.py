@@ -13,7 +13,6 @@ Published Mask2Former checkpoints are pickles of
 import logging
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -22,11 +21,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from .file_io import atomic_write_bytes
+
 __all__ = [
     "CheckpointMismatchError",
     "IncompatibleKeysReport",
     "ReportingCheckpointer",
-    "atomic_write_bytes",
     "compare_state_dict_keys",
     "load_weights_checked",
     "save_in_published_format",
@@ -154,22 +154,6 @@ def load_weights_checked(
             raise CheckpointMismatchError(path, report)
         logger.warning(f"Partially loaded weights from '{path}':\n{report.describe()}")
     return report
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, so that a
-    crash never leaves a truncated file under the final name."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
 
 
 def save_in_published_format(

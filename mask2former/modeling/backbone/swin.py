@@ -14,6 +14,7 @@ from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
 
 __all__ = [
     "D2SwinTransformer",
@@ -22,29 +23,6 @@ __all__ = [
     "window_reverse",
     "shifted_window_attention_mask",
 ]
-
-
-def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
-    """Stochastic depth: zero whole samples of a residual branch with probability ``drop_prob``,
-    rescaling the kept ones by 1 / (1 - drop_prob)."""
-    if drop_prob == 0.0 or not training:
-        return x
-    keep_prob = 1.0 - drop_prob
-    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    keep = torch.floor(keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device))
-    return x.div(keep_prob) * keep
-
-
-class DropPath(nn.Module):
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        return drop_path(x, self.drop_prob, self.training)
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
 
 
 class Mlp(nn.Module):
@@ -192,7 +170,8 @@ class SwinTransformerBlock(nn.Module):
 
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, qk_scale, attn_drop, drop)
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        # Stochastic depth zeroes the residual branch of whole samples ("row").
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 

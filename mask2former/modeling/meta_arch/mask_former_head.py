@@ -7,6 +7,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import Tensor, nn
 
 from ..pixel_decoder.build import build_pixel_decoder
+from ..pixel_decoder.features import select_input_shape
 from ..transformer_decoder.build import build_transformer_decoder
 from ..transformer_decoder.legacy_keys import rename_legacy_keys
 
@@ -69,11 +70,7 @@ class MaskFormerHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         head = cfg.MODEL.SEM_SEG_HEAD
-        missing = [f for f in head.IN_FEATURES if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"MODEL.SEM_SEG_HEAD.IN_FEATURES asks for {missing}, but the backbone only outputs {sorted(input_shape)}"
-            )
+        head_input_shape = select_input_shape(input_shape, head.IN_FEATURES, "MODEL.SEM_SEG_HEAD.IN_FEATURES")
         transformer_in_feature = cfg.MODEL.MASK_FORMER.TRANSFORMER_IN_FEATURE
         if transformer_in_feature in (_ENCODER, _MULTI_SCALE):
             predictor_in_channels = head.CONVS_DIM
@@ -87,7 +84,7 @@ class MaskFormerHead(nn.Module):
                 f"{[_MULTI_SCALE, _ENCODER, _PIXEL_EMBEDDING]} nor a backbone feature {sorted(input_shape)}"
             )
         return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
+            "input_shape": head_input_shape,
             "ignore_value": head.IGNORE_VALUE,
             "num_classes": head.NUM_CLASSES,
             "pixel_decoder": build_pixel_decoder(cfg, input_shape),

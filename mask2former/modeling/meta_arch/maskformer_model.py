@@ -20,6 +20,7 @@ from ..postprocessing import (
     as_detectron2_results,
     postprocess_image,
     results_from_upsampled_masks,
+    semantic_inference,
     thing_classes_of,
 )
 
@@ -250,6 +251,15 @@ class MaskFormer(nn.Module):
             masks = QueryMaskUpsampler(outputs["pred_masks"][i], padded_size, image_size, output_size)
             predictions.append(QueryPredictions(outputs["pred_logits"][i], masks))
         return predictions
+
+    def semantic_scores(self, predictions: QueryPredictions, upsampled_mask_logits: torch.Tensor) -> torch.Tensor:
+        """The (K, height, width) "sem_seg" of `postprocess` for one image, reusing
+        `upsampled_mask_logits` (Q, height, width), the masks of `predictions` at the output
+        size, when the model takes the semantic scores from masks at that size (test-time
+        augmentation upsamples them anyway)."""
+        if self.postprocess_options.resize_before_semantic:
+            return semantic_inference(predictions.class_logits, upsampled_mask_logits)
+        return self.postprocess(predictions, semantic_on=True, panoptic_on=False, instance_on=False)["sem_seg"]
 
     def inference(self, outputs, batched_inputs, images: ImageList):
         return [self.postprocess(p) for p in self._query_predictions(outputs, batched_inputs, images)]

@@ -12,11 +12,14 @@ from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 from .build import PIXEL_DECODER_REGISTRY
 from .features import check_features, select_input_shape
 
-__all__ = ["BasePixelDecoder", "TransformerEncoderPixelDecoder"]
+__all__ = ["BasePixelDecoder", "TransformerEncoderPixelDecoder", "conv_norm"]
 
 
-def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str, relu: bool) -> Conv2d:
-    """Conv (+ norm) (+ ReLU), Caffe2-Xavier initialised; no bias when followed by a norm."""
+def conv_norm(
+    in_channels: int, out_channels: int, kernel_size: int, norm: str, relu: bool, xavier_init: bool = True
+) -> Conv2d:
+    """Stride-1 "same" conv (+ norm) (+ ReLU), no bias when followed by a norm; Caffe2-Xavier
+    initialised unless `xavier_init` is False (for a caller that initialises later)."""
     conv = Conv2d(
         in_channels,
         out_channels,
@@ -27,7 +30,8 @@ def _conv_norm(in_channels: int, out_channels: int, kernel_size: int, norm: str,
         norm=get_norm(norm, out_channels),
         activation=F.relu if relu else None,
     )
-    weight_init.c2_xavier_fill(conv)
+    if xavier_init:
+        weight_init.c2_xavier_fill(conv)
     return conv
 
 
@@ -75,12 +79,12 @@ class BasePixelDecoder(nn.Module):
         for idx, in_channels in enumerate(feature_channels):
             if idx == len(feature_channels) - 1:
                 top_in = in_channels if top_in_channels is None else top_in_channels
-                output_conv = _conv_norm(top_in, conv_dim, 3, norm, relu=True)
+                output_conv = conv_norm(top_in, conv_dim, 3, norm, relu=True)
                 self.add_module(f"layer_{idx + 1}", output_conv)
                 lateral_convs.append(None)
             else:
-                lateral_conv = _conv_norm(in_channels, conv_dim, 1, norm, relu=False)
-                output_conv = _conv_norm(conv_dim, conv_dim, 3, norm, relu=True)
+                lateral_conv = conv_norm(in_channels, conv_dim, 1, norm, relu=False)
+                output_conv = conv_norm(conv_dim, conv_dim, 3, norm, relu=True)
                 self.add_module(f"adapter_{idx + 1}", lateral_conv)
                 self.add_module(f"layer_{idx + 1}", output_conv)
                 lateral_convs.append(lateral_conv)

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
@@ -16,6 +16,7 @@ from ..transformer_decoder.layers import get_activation_fn, xavier_uniform_matri
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
 from .build import PIXEL_DECODER_REGISTRY
 from .features import check_features, select_input_shape
+from .fpn import conv_norm
 
 __all__ = [
     "MSDeformAttnEncoderLayer",
@@ -97,12 +98,13 @@ class MSDeformAttnEncoder(nn.Module):
     def forward(
         self,
         src: Tensor,
+        pos: Tensor,
+        reference_points: Tensor,
         spatial_shapes: Tensor,
         level_start_index: Tensor,
-        reference_points: Tensor,
-        pos: Tensor,
         padding_mask: Optional[Tensor] = None,
     ) -> Tensor:
+        """Arguments as for ``MSDeformAttnEncoderLayer.forward``."""
         output = src
         for layer in self.layers:
             output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
@@ -176,7 +178,7 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = encoder_reference_points(shapes, self.num_feature_levels, device)
         reference_points = reference_points.expand(src_flatten.shape[0], -1, -1, -1)
-        memory = self.encoder(src_flatten, spatial_shapes, level_start_index, reference_points, pos_flatten)
+        memory = self.encoder(src_flatten, pos_flatten, reference_points, spatial_shapes, level_start_index)
         return memory, spatial_shapes, level_start_index
 
 
@@ -217,44 +219,20 @@ class MSDeformAttnPixelDecoder(nn.Module):
             common_stride: stride of ``mask_features``.
         """
         super().__init__()
-        missing = [f for f in transformer_in_features if f not in input_shape]
-        if missing:
-            raise ValueError(
-                f"transformer_in_features {missing} are not among the input features {sorted(input_shape)}"
-            )
-        transformer_input_shape = sorted(
-            ((k, v) for k, v in input_shape.items() if k in transformer_in_features), key=lambda kv: kv[1].stride
-        )
+        transformer_input_shape = select_input_shape(input_shape, transformer_in_features, "transformer_in_features")
         input_shape = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
         self.in_features = [k for k, _ in input_shape]  # finest first
         self.input_shape = dict(input_shape)
-        self.feature_strides = [v.stride for _, v in input_shape]
-        self.feature_channels = [v.channels for _, v in input_shape]
-
-        self.transformer_in_features = [k for k, _ in transformer_input_shape]  # finest first
-        transformer_in_channels = [v.channels for _, v in transformer_input_shape]
-        self.transformer_feature_strides = [v.stride for _, v in transformer_input_shape]
-        self.transformer_num_feature_levels = len(self.transformer_in_features)
-
-        # Encoder inputs are processed coarsest first, so input_proj.0 is res5's projection.
-        self.input_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(in_channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
-            for in_channels in transformer_in_channels[::-1]
-        )
-        for proj in self.input_proj:
-            nn.init.xavier_uniform_(proj[0].weight, gain=1)
-            nn.init.constant_(proj[0].bias, 0)
-
-        self.transformer = MSDeformAttnTransformerEncoderOnly(
-            d_model=conv_dim,
+        self.transformer_in_features = list(transformer_input_shape)  # finest first
+        self._build_encoder(
+            [v.channels for v in transformer_input_shape.values()],
+            conv_dim,
             dropout=transformer_dropout,
-            nhead=transformer_nheads,
+            nheads=transformer_nheads,
             dim_feedforward=transformer_dim_feedforward,
-            num_encoder_layers=transformer_enc_layers,
-            num_feature_levels=self.transformer_num_feature_levels,
-            enc_n_points=transformer_n_points,
+            enc_layers=transformer_enc_layers,
+            n_points=transformer_n_points,
         )
-        self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
 
         self.mask_dim = mask_dim
         self.mask_features = Conv2d(conv_dim, mask_dim, kernel_size=1, stride=1, padding=0)
@@ -263,35 +241,54 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.maskformer_num_feature_levels = 3  # the transformer decoder always uses three scales
         self.common_stride = common_stride
         # One FPN step per octave between the finest encoder level and common_stride.
-        min_stride = min(self.transformer_feature_strides)
+        min_stride = min(v.stride for v in transformer_input_shape.values())
         self.num_fpn_levels = int(math.log2(min_stride) - math.log2(common_stride))
         if self.num_fpn_levels < 0 or self.num_fpn_levels > len(self.in_features) - len(self.transformer_in_features):
             raise ValueError(
                 f"common_stride={common_stride} cannot be reached from encoder stride {min_stride} "
                 f"with input features {self.in_features}"
             )
+        self._build_fpn([v.channels for _, v in input_shape[: self.num_fpn_levels]], conv_dim, norm)
 
-        use_bias = norm == ""
+    def _build_encoder(
+        self, in_channels: List[int], conv_dim: int, *, dropout, nheads, dim_feedforward, enc_layers, n_points
+    ) -> None:
+        """``input_proj`` (1x1 conv + GroupNorm per encoder input, finest first in
+        `in_channels`), the deformable encoder ``transformer`` and its sine positions."""
+        # Encoder inputs are processed coarsest first, so input_proj.0 is res5's projection.
+        self.input_proj = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, conv_dim, kernel_size=1), nn.GroupNorm(32, conv_dim))
+            for channels in in_channels[::-1]
+        )
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight, gain=1)
+            nn.init.constant_(proj[0].bias, 0)
+        self.transformer = MSDeformAttnTransformerEncoderOnly(
+            d_model=conv_dim,
+            dropout=dropout,
+            nhead=nheads,
+            dim_feedforward=dim_feedforward,
+            num_encoder_layers=enc_layers,
+            num_feature_levels=len(in_channels),
+            enc_n_points=n_points,
+        )
+        self.pe_layer = PositionEmbeddingSine(conv_dim // 2, normalize=True)
+
+    def _build_fpn(self, in_channels: List[int], conv_dim: int, norm: str) -> None:
+        """One lateral ``adapter_i`` and output ``layer_i`` per FPN input, finest first in
+        `in_channels` (the published module names); kept coarsest first, the order
+        forward_features walks them in."""
         lateral_convs, output_convs = [], []
-        for idx, in_channels in enumerate(self.feature_channels[: self.num_fpn_levels]):
-            lateral_conv = Conv2d(in_channels, conv_dim, kernel_size=1, bias=use_bias, norm=get_norm(norm, conv_dim))
-            output_conv = Conv2d(
-                conv_dim,
-                conv_dim,
-                kernel_size=3,
-                stride=1,
-                padding=1,
-                bias=use_bias,
-                norm=get_norm(norm, conv_dim),
-                activation=F.relu,
-            )
+        for idx, channels in enumerate(in_channels):
+            lateral_conv = conv_norm(channels, conv_dim, 1, norm, relu=False, xavier_init=False)
+            output_conv = conv_norm(conv_dim, conv_dim, 3, norm, relu=True, xavier_init=False)
+            # Initialised after both are built: the order seeded runs draw their weights in.
             weight_init.c2_xavier_fill(lateral_conv)
             weight_init.c2_xavier_fill(output_conv)
             self.add_module(f"adapter_{idx + 1}", lateral_conv)
             self.add_module(f"layer_{idx + 1}", output_conv)
             lateral_convs.append(lateral_conv)
             output_convs.append(output_conv)
-        # Kept coarsest first, the order forward_features walks them in.
         self.lateral_convs = lateral_convs[::-1]
         self.output_convs = output_convs[::-1]
 

@@ -16,7 +16,9 @@ Each image is resized to every `TEST.AUG.MIN_SIZES` (short edge, long edge cappe
   and of one view in memory.
 
 Models without `predict_queries` get semantic averaging only; their other outputs come from
-the un-augmented view.
+the un-augmented view. A model tells which results it produces by its `semantic_on`,
+`panoptic_on` and `instance_on` attributes (MaskFormer's constructor arguments); one
+without them is taken to produce "sem_seg" alone.
 """
 from typing import Dict, List
 
@@ -28,13 +30,17 @@ from detectron2.modeling import DatasetMapperTTA
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from ..postprocessing import semantic_inference
-
 __all__ = ["MaskFormerWithTTA", "QueryFusion"]
 
 
 def _is_flipped(transforms) -> bool:
     return any(isinstance(t, HFlipTransform) for t in transforms.transforms)
+
+
+def _is_on(model: nn.Module, *tasks: str) -> bool:
+    """Whether `model` produces the results of any of `tasks` ("semantic", "panoptic", "instance")."""
+    options = getattr(model, "postprocess_options", model)  # MaskFormer keeps them in one object
+    return any(getattr(options, f"{task}_on", False) for task in tasks)
 
 
 class QueryFusion:
@@ -133,8 +139,7 @@ class MaskFormerWithTTA(nn.Module):
         return inputs
 
     def _fuses_queries(self) -> bool:
-        model = self.model
-        return hasattr(model, "predict_queries") and bool(model.postprocess_options.panoptic_on or model.postprocess_options.instance_on)
+        return hasattr(self.model, "predict_queries") and _is_on(self.model, "panoptic", "instance")
 
     @torch.no_grad()
     def _inference_one(self, inputs: Dict) -> Dict:
@@ -155,8 +160,8 @@ class MaskFormerWithTTA(nn.Module):
             flipped = _is_flipped(view.pop("transforms"))
             prediction = self.model.predict_queries([view])[0]
             mask_logits = prediction.masks(slice(None))  # (Q, height, width)
-            if self.model.postprocess_options.semantic_on:
-                scores = self._view_semantic(prediction, mask_logits)
+            if _is_on(self.model, "semantic"):
+                scores = self.model.semantic_scores(prediction, mask_logits)
                 semantic.add(scores.flip(dims=[2]) if flipped else scores)
             masks = mask_logits.sigmoid_()
             fusion.add(prediction.class_logits.softmax(-1), masks.flip(dims=[2]) if flipped else masks)
@@ -164,13 +169,6 @@ class MaskFormerWithTTA(nn.Module):
         if semantic.count:
             result["sem_seg"] = semantic.mean()
         return result
-
-    def _view_semantic(self, prediction, mask_logits):
-        """The model's semantic scores of one view; from the masks already upsampled to the
-        output size when the model computes them from masks at that size."""
-        if self.model.postprocess_options.resize_before_semantic:
-            return semantic_inference(prediction.class_logits, mask_logits)
-        return self.model.postprocess(prediction, panoptic_on=False, instance_on=False)["sem_seg"]
 
     def _averaged_semantic_inference(self, inputs: Dict, views: List[Dict]) -> Dict:
         semantic, plain_view_output = _Average(), None
@@ -182,15 +180,12 @@ class MaskFormerWithTTA(nn.Module):
             if not flipped and view["image"].shape == inputs["image"].shape:
                 plain_view_output = output
         result = {"sem_seg": semantic.mean()}
-        if plain_view_output is None and self._has_other_tasks():
+        if plain_view_output is None and _is_on(self.model, "panoptic", "instance"):
             plain_view_output = self.model([inputs])[0]
             plain_view_output.pop("sem_seg", None)
         if plain_view_output:
             result.update(plain_view_output)
         return result
-
-    def _has_other_tasks(self) -> bool:
-        return bool(getattr(self.model, "panoptic_on", False) or getattr(self.model, "instance_on", False))
 
 
 class _Average:
