@@ -17,7 +17,9 @@ if detectron2 is not None:
     from . import data  # noqa: F401  (registers datasets)
     from . import modeling  # noqa: F401  (registers model components)
     from .config import add_maskformer2_config, build_config
+    from . import video  # noqa: F401  (registers the video model components)
+    from .video import add_maskformer2_video_config
 
-    __all__ = ["add_maskformer2_config", "build_config"]
+    __all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "build_config"]
 del detectron2
 __version__ = "0.1.0"

@@ -37,7 +37,7 @@ class Mask2FormerPredictor:
     therefore only batches images whose padded sizes are equal (`group_by_size=True`, the
     default), which gives the single-image results up to float rounding (measured: 7e-7).
     With `group_by_size=False` all images share one padded batch; measured with
-    benchmarks/predictor_batching.py on the R50 COCO panoptic model (random weights, four
+    benchmarks/bench_predictor_batching.py on the R50 COCO panoptic model (random weights, four
     images of different shapes at MIN_SIZE_TEST 384), semantic scores then moved by up to
     1.3 (they are sums over queries, range 0..Q), and as untrained class scores are nearly
     tied, the arg-max label changed at most pixels. On CPU that mode was also barely

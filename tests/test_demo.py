@@ -204,7 +204,8 @@ def test_category_names_for_every_published_config():
     from detectron2.data import MetadataCatalog
 
     configs = [p for p in sorted((REPO_ROOT / "configs").rglob("*.yaml"))
-               if not p.name.startswith("Base") and "quickstart" not in p.parts]
+               if not p.name.startswith("Base") and "quickstart" not in p.parts
+               and not p.relative_to(REPO_ROOT / "configs").parts[0].startswith("youtubevis")]  # video models
     assert len(configs) == 47
     for path in configs:
         cfg = base_cfg(path)

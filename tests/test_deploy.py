@@ -100,7 +100,7 @@ def test_standalone_postprocessing_equals_model_on_hand_made_logits(exported):
     model, _, paths = exported
     options = postprocess_options(load_metadata(metadata_path(paths["export"])))
     assert options == model.postprocess_options
-    queries, classes = model.num_queries, options.num_classes
+    queries, classes = 10, options.num_classes  # MODEL.MASK_FORMER.NUM_OBJECT_QUERIES of the config
     class_logits = torch.full((queries, classes + 1), -4.0)
     class_logits[torch.arange(queries), torch.arange(queries) % (classes + 1)] = 4.0
     mask_logits = torch.full((queries, 16, 24), -6.0)

@@ -438,7 +438,26 @@ def test_op_promotes_mixed_dtypes_and_rejects_bad_shapes():
         ms_deform_attn(value, spatial_shapes.int(), starts, locations, weights)
 
 
+@needs_kernel
+def test_fake_implementation_checks_shapes():
+    # What torch.compile / torch.export trace must reject what the kernel rejects.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    value, spatial_shapes, starts, locations, weights = random_case(1, [(4, 4)], 2, 4, 3, 2, dtype=torch.float32)
+    mode = FakeTensorMode()
+    fake = [mode.from_tensor(t) for t in (value, spatial_shapes, starts, locations, weights[..., :1])]
+    with mode, pytest.raises(ValueError, match="attention_weights"):
+        torch.ops.mask2former.ms_deform_attn(*fake)
+
+
 # ----------------------------------------------------------------------------- fallback
+
+
+def test_fallback_checks_shapes(monkeypatch):
+    monkeypatch.setattr(functional._extension, "supports", lambda device: False)
+    value, spatial_shapes, starts, locations, weights = random_case(1, [(4, 4)], 2, 4, 3, 2, dtype=torch.float32)
+    with pytest.raises(ValueError, match="attention_weights"):
+        ms_deform_attn(value, spatial_shapes, starts, locations, weights[..., :1])
 
 
 def test_fallback_warns_once_with_the_reason(monkeypatch):

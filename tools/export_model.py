@@ -17,11 +17,10 @@ import sys
 import time
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from mask2former.config import add_deeplab_config, add_maskformer2_config
+from mask2former.config import build_config
 from mask2former.deploy.export import FORMATS, export_metadata, metadata_path, save_program, write_metadata
 from mask2former.deploy.network import ExportableNetwork, ExportError, export_program
 from mask2former.utils.checkpoint import CheckpointMismatchError, load_weights_checked
@@ -43,11 +42,7 @@ def get_parser():
 
 
 def setup_cfg(config_file, opts, dtype=None):
-    cfg = get_cfg()
-    add_deeplab_config(cfg)
-    add_maskformer2_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = build_config(config_file, opts)
     cfg.MODEL.DEVICE = "cpu"  # exported on the CPU; AOTInductor compiles for the export device
     if dtype is not None:
         cfg.MASK2FORMER.INFERENCE_DTYPE = dtype

@@ -9,20 +9,18 @@
 - "onnx": an ONNX model whose deformable attention is standard ONNX ops
   (`onnx_ms_deform_attn`); runs in onnxruntime alone.
 
-Every file is written next to its final path and renamed into place, so a failed export
-never leaves a truncated artefact.
+Every file is written next to its final path and renamed into place
+(`mask2former.utils.file_io`), so a failed export never leaves a truncated artefact.
 """
-import contextlib
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
 from typing import Dict
 
 import torch
 
-__all__ = ["FORMATS", "atomic_path", "save_program", "export_metadata", "write_metadata", "metadata_path"]
+from mask2former.utils.file_io import atomic_path, atomic_write_json
+
+__all__ = ["FORMATS", "save_program", "export_metadata", "write_metadata", "metadata_path"]
 
 FORMATS = ("export", "aoti", "onnx")
 
@@ -30,21 +28,6 @@ FORMATS = ("export", "aoti", "onnx")
 def metadata_path(artefact_path: str) -> str:
     """`meta.json` in the folder of the artefact."""
     return os.path.join(os.path.dirname(os.path.abspath(artefact_path)), "meta.json")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str):
-    """Yields a temporary path in the folder of `path` (same file system); what is written
-    there replaces `path` when the block succeeds, and is removed when it fails."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=".tmp-", dir=folder)
-    try:
-        tmp_path = os.path.join(tmp_dir, os.path.basename(path))
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def _save_onnx(program, path: str) -> None:
@@ -108,12 +91,10 @@ def export_metadata(model, cfg, fmt: str) -> Dict:
         "input_format": cfg.INPUT.FORMAT,
         "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
         "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
-        "num_queries": int(model.num_queries),
         "postprocess": postprocess_fields(model),
     }
 
 
 def write_metadata(path: str, metadata: Dict) -> None:
     """Write `metadata` as JSON to `path`, atomically."""
-    with atomic_path(path) as tmp_path, open(tmp_path, "w") as f:
-        json.dump(metadata, f, indent=2)
+    atomic_write_json(path, metadata, indent=2)

@@ -10,7 +10,6 @@ class, area) of a panoptic result, the detections (class, score, box) of an inst
 result, or the pixel count of each class of a semantic one. Both are written atomically.
 """
 import argparse
-import json
 import os
 import sys
 from typing import Dict, List, Tuple
@@ -72,7 +71,9 @@ def get_parser():
 def main(argv=None) -> int:
     from PIL import Image
 
-    from .export import atomic_path, metadata_path
+    from mask2former.utils.file_io import atomic_path, atomic_write_json
+
+    from .export import metadata_path
     from .runtime import load_metadata, load_network, predict
 
     args = get_parser().parse_args(argv)
@@ -91,8 +92,7 @@ def main(argv=None) -> int:
     drawn, description = describe(result, args.task, meta, args.confidence_threshold)
     with atomic_path(args.output) as tmp_path:
         Image.fromarray(_segments_drawing(image, drawn)).save(tmp_path, format="PNG")
-    with atomic_path(os.path.splitext(args.output)[0] + ".json") as tmp_path, open(tmp_path, "w") as f:
-        json.dump(description, f, indent=2)
+    atomic_write_json(os.path.splitext(args.output)[0] + ".json", description, indent=2)
     print(f"wrote {args.output}")
     return 0
 

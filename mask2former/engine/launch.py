@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as detectron2_launch
+# detectron2's own "auto" port picker; it has no public one.
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
@@ -78,7 +79,8 @@ def _cpu_worker(
     except Exception:
         logging.getLogger(__name__).error("Process group URL: %s", dist_url)
         raise
-    # detectron2's comm helpers (get_local_rank/size) read this group.
+    # detectron2's comm helpers (get_local_rank/size) read this group. detectron2 0.6 has no
+    # public function to create it (its own worker sets the module attribute the same way).
     num_machines = world_size // num_per_machine
     for i in range(num_machines):
         group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))

@@ -20,7 +20,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from tabulate import tabulate
+
 from ..config import build_config, use_cpu_if_no_cuda
+from ..data import build_dataset_mapper
+from ..evaluation import build_evaluator
 from ..modeling.test_time_augmentation import MaskFormerWithTTA
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
@@ -65,6 +69,9 @@ class Trainer(DefaultTrainer):
     `trainer = Trainer(cfg); trainer.resume_or_load(resume=...); trainer.train()`."""
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__ with three of its parts replaced, which detectron2 0.6 builds
+        # inline with no hook to override: DDP without `device_ids` on CPU, the step trainer
+        # with CPU autocast, and the atomic checkpointer. Hence TrainerBase.__init__, not super().
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
@@ -141,8 +148,6 @@ class Trainer(DefaultTrainer):
         """The training batches; `mapper` defaults to the one named by
         `INPUT.DATASET_MAPPER_NAME`."""
         if mapper is None:
-            from ..data import build_dataset_mapper
-
             mapper = build_dataset_mapper(cfg, is_train=True)
         resumable = cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER
         if resumable and cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
@@ -173,8 +178,6 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import build_evaluator
-
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
         return build_evaluator(cfg, dataset_name, output_folder)
@@ -195,6 +198,8 @@ class Trainer(DefaultTrainer):
     def train(self):
         """Run training; returns the last evaluation's results (None when there was none)."""
         super().train()
+        # DefaultTrainer keeps the last evaluation only in `_last_eval_results` (its train()
+        # returns it only when TEST.EXPECTED_RESULTS is set); detectron2 has no public accessor.
         results = getattr(self, "_last_eval_results", None)
         if comm.is_main_process() and results:
             logger.info("Final evaluation:\n%s", format_results_table(results))
@@ -203,8 +208,6 @@ class Trainer(DefaultTrainer):
 
 def format_results_table(results: Dict) -> str:
     """One row per (dataset/task, metric group) with its headline numbers."""
-    from tabulate import tabulate
-
     headline = ("PQ", "SQ", "RQ", "PQ_th", "PQ_st", "AP", "AP50", "AP75", "mIoU", "fwIoU", "mACC", "pACC")
     rows = []
 

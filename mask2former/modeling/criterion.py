@@ -96,10 +96,7 @@ class SetCriterion(nn.Module):
 
     def loss_masks(self, outputs, targets, indices, num_masks):
         """Sigmoid BCE and dice on importance-sampled points of the matched masks."""
-        batch_idx, query_idx = self._matched_queries(indices)
-        pred_masks = outputs["pred_masks"][batch_idx, query_idx].float()  # (M, h, w)
-        target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
-        target_masks = target_masks.to(pred_masks)  # (M, H, W)
+        pred_masks, target_masks = self._matched_masks(outputs, targets, indices)
         pred_masks = pred_masks[:, None]
         with torch.no_grad():
             points = sample_uncertain_points(
@@ -111,6 +108,13 @@ class SetCriterion(nn.Module):
             "loss_mask": sigmoid_ce_loss(pred_points, target_points, num_masks),
             "loss_dice": dice_loss(pred_points, target_points, num_masks),
         }
+
+    def _matched_masks(self, outputs, targets, indices):
+        """Predicted (M, h, w) float32 and target (M, H, W) masks of the M matched pairs."""
+        batch_idx, query_idx = self._matched_queries(indices)
+        pred_masks = outputs["pred_masks"][batch_idx, query_idx].float()
+        target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+        return pred_masks, target_masks.to(pred_masks)
 
     @staticmethod
     def _matched_queries(indices):

@@ -93,7 +93,6 @@ class HungarianMatcher(nn.Module):
     def _match_image(self, image_index, class_logits, mask_logits, target):
         """class_logits (Q, K+1), mask_logits (Q, h, w); returns (query idx, target idx)."""
         labels = target["labels"]
-        num_queries = class_logits.shape[0]
         if labels.numel() == 0:
             empty = torch.empty(0, dtype=torch.int64)
             return empty, empty.clone()
@@ -101,8 +100,8 @@ class HungarianMatcher(nn.Module):
         cost_class = -class_logits.softmax(-1)[:, labels]  # (Q, N)
 
         points = torch.rand(1, self.num_points, 2, device=mask_logits.device)
-        target_points = point_sample(target_masks[:, None], points.expand(target_masks.shape[0], -1, -1))[:, 0]
-        pred_points = point_sample(mask_logits[:, None], points.expand(num_queries, -1, -1))[:, 0]
+        target_points = self._masks_at_points(target_masks, points)
+        pred_points = self._masks_at_points(mask_logits, points)
         cost_mask = pairwise_sigmoid_ce(pred_points, target_points)
         cost_dice = pairwise_dice(pred_points, target_points)
 
@@ -115,6 +114,11 @@ class HungarianMatcher(nn.Module):
         cost = self.cost_class * cost_class + self.cost_mask * cost_mask + self.cost_dice * cost_dice
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+
+    @staticmethod
+    def _masks_at_points(masks, points):
+        """(N, h, w) masks read at (1, P, 2) shared points -> (N, P)."""
+        return point_sample(masks[:, None], points.expand(masks.shape[0], -1, -1))[:, 0]
 
     def extra_repr(self):
         return (

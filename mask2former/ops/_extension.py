@@ -7,6 +7,8 @@ Importing ``mask2former._C`` registers ``mask2former::ms_deform_attn`` and
 """
 import torch
 
+from .checks import check_ms_deform_attn_args
+
 try:
     from mask2former import _C  # noqa: F401  (the import registers the operators)
 
@@ -29,8 +31,8 @@ def load_error():
 # torch.compile to trace through).
 _kernel_device_types = frozenset(
     device_type
-    for device_type, dispatch_key in (("cpu", "CPU"), ("cuda", "CUDA"))
-    if is_available() and torch._C._dispatch_has_kernel_for_dispatch_key("mask2former::ms_deform_attn", dispatch_key)
+    for device_type, dispatch_key in (("cpu", torch.DispatchKey.CPU), ("cuda", torch.DispatchKey.CUDA))
+    if is_available() and torch.ops.mask2former.ms_deform_attn.default.has_kernel_for_dispatch_key(dispatch_key)
 )
 
 
@@ -58,11 +60,19 @@ def _backward(ctx, grad_output):
 
 
 def _forward_fake(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     N, _, M, D = value.shape
     return value.new_empty((N, sampling_locations.shape[1], M * D))
 
 
 def _backward_fake(grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    N, _, M, D = value.shape
+    torch._check(
+        tuple(grad_output.shape) == (N, sampling_locations.shape[1], M * D) and grad_output.dtype == value.dtype,
+        lambda: f"ms_deform_attn_backward: grad_output must be a {value.dtype} tensor of shape "
+        f"{(N, sampling_locations.shape[1], M * D)}, got {grad_output.dtype} {tuple(grad_output.shape)}",
+    )
     return torch.empty_like(value), torch.empty_like(sampling_locations), torch.empty_like(attention_weights)
 
 

@@ -14,8 +14,8 @@ from detectron2.structures import polygons_to_bitmask
 from .augmentations import build_lsj_augmentations, build_mask_former_augmentations
 from .build import dataset_metadata, register_mapper
 from .inputs import check_category_ids, check_record_size, read_image_checked
-from .mask_former_semantic import IMAGE_PAD_VALUE
 from .targets import (
+    IMAGE_PAD_VALUE,
     image_to_tensor,
     instances_from_masks,
     pad_bottom_right,

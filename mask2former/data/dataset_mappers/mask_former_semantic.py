@@ -19,6 +19,7 @@ from .inputs import (
     read_label_map,
 )
 from .targets import (
+    IMAGE_PAD_VALUE,
     image_to_tensor,
     instances_from_sem_seg,
     pad_bottom_right,
@@ -26,11 +27,6 @@ from .targets import (
 )
 
 __all__ = ["MaskFormerSemanticDatasetMapper"]
-
-# Value of padded image pixels: the published mappers pad with 128 (close to the pixel
-# mean), so padding is almost zero after normalisation.
-IMAGE_PAD_VALUE = 128
-
 
 @register_mapper("mask_former_semantic")
 class MaskFormerSemanticDatasetMapper:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from detectron2.structures import BitMasks, Boxes, Instances
 
 __all__ = [
+    "IMAGE_PAD_VALUE",
     "image_to_tensor",
     "pad_bottom_right",
     "padding_to_divisibility",
@@ -20,6 +21,10 @@ __all__ = [
     "instances_from_masks",
     "instances_from_panoptic",
 ]
+
+# Value of padded image pixels: the published mappers pad with 128 (close to the pixel
+# mean), so padding is almost zero after normalisation.
+IMAGE_PAD_VALUE = 128
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -157,10 +157,18 @@ def register_coco_panoptic_dataset(
     )
 
 
+def _register_ytvis_dataset(name: str, **kwargs) -> None:
+    # Imported here: the video data package itself imports this one.
+    from mask2former.video.data import register_ytvis_dataset
+
+    register_ytvis_dataset(name, **kwargs)
+
+
 _HELPERS = {
     "semantic_folder": register_semantic_folder,
     "coco_instances": register_coco_instances_dataset,
     "coco_panoptic": register_coco_panoptic_dataset,
+    "ytvis": _register_ytvis_dataset,
 }
 # Arguments that are paths; relative ones are taken relative to the datasets file.
 _PATH_ARGUMENTS = {
@@ -181,8 +189,9 @@ def register_datasets_from_file(path: str) -> List[str]:
     The file holds a list of entries such as
         {"name": "fruit_train", "type": "semantic_folder", "image_dir": "images",
          "mask_dir": "masks", "class_names": ["apple", "pear"]}
-    where "type" is semantic_folder, coco_instances or coco_panoptic and the other keys are
-    the arguments of the matching register_* helper. Relative paths are relative to the
+    where "type" is semantic_folder, coco_instances, coco_panoptic or ytvis (video, see
+    `mask2former.video.data.register_ytvis_dataset`) and the other keys are the arguments
+    of the matching register_* helper. Relative paths are relative to the
     file. Setting the environment variable MASK2FORMER_DATASETS to such a file registers
     its datasets whenever mask2former is imported (also in worker processes), so that
     `train_net.py` can use them by name.

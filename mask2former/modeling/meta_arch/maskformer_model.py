@@ -38,6 +38,10 @@ class MaskFormer(nn.Module):
     (height, width).
     """
 
+    # Built by `from_config`; subclasses for other inputs (e.g. video) swap in their own.
+    matcher_class = HungarianMatcher
+    criterion_class = SetCriterion
+
     @configurable
     def __init__(
         self,
@@ -58,7 +62,8 @@ class MaskFormer(nn.Module):
             backbone: detectron2 backbone producing the features the head reads.
             sem_seg_head: maps features to {"pred_logits", "pred_masks", "aux_outputs"}.
             criterion: computes the unweighted losses; its `weight_dict` weights them.
-            num_queries: Q.
+            num_queries: Q; accepted for the published constructor interface, not needed
+                here (the head produces the queries).
             metadata: dataset metadata (of the first test dataset).
             size_divisibility: pad the batch to a multiple of this.
             pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
@@ -71,7 +76,6 @@ class MaskFormer(nn.Module):
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
-        self.num_queries = num_queries
         self.metadata = metadata
         if size_divisibility < 0:
             size_divisibility = backbone.size_divisibility
@@ -92,7 +96,7 @@ class MaskFormer(nn.Module):
         mf = cfg.MODEL.MASK_FORMER
         num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
 
-        matcher = HungarianMatcher(
+        matcher = cls.matcher_class(
             cost_class=mf.CLASS_WEIGHT,
             cost_mask=mf.MASK_WEIGHT,
             cost_dice=mf.DICE_WEIGHT,
@@ -105,7 +109,7 @@ class MaskFormer(nn.Module):
             # layers; all but the last prediction are auxiliary.
             for i in range(mf.DEC_LAYERS - 1):
                 weight_dict.update({f"{k}_{i}": v for k, v in final_weights.items()})
-        criterion = SetCriterion(
+        criterion = cls.criterion_class(
             num_classes,
             matcher=matcher,
             weight_dict=weight_dict,

@@ -335,7 +335,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             x = features[name].float()
             srcs.append(self.input_proj[level](x))
             pos.append(self.pe_layer(x))
-        memory, spatial_shapes, _ = self.transformer(srcs, pos)
+        memory, _, _ = self.transformer(srcs, pos)
 
         # Split the token sequence back into one (B, C, H_l, W_l) map per level.
         batch_size = memory.shape[0]

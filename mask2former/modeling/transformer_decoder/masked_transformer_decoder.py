@@ -13,7 +13,7 @@ from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .legacy_keys import rename_legacy_keys
 from .position_encoding import PositionEmbeddingSine
 
-__all__ = ["MultiScaleMaskedTransformerDecoder", "attention_mask_from_mask_logits"]
+__all__ = ["MultiScaleMaskedTransformerDecoder", "attention_mask_from_mask_logits", "frames_to_sequence"]
 
 
 def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[int], num_heads: int) -> Tensor:
@@ -21,19 +21,29 @@ def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[i
     The masked-attention mask for the next cross-attention layer.
 
     Args:
-        mask_logits: (B, Q, H, W) predicted mask logits.
+        mask_logits: (B, Q, H, W) predicted mask logits, or (B, Q, T, H, W) for clips of T
+            frames (the memory then holds the T frames one after the other).
         target_size: (h, w) of the memory the next layer attends to.
         num_heads: attention heads of that layer.
 
     Returns:
-        (B * num_heads, Q, h * w) bool, True where attention is blocked: pixels whose
+        (B * num_heads, Q, [T *] h * w) bool, True where attention is blocked: pixels whose
         resized mask probability is below 0.5. A query whose row would be blocked
         entirely is left unblocked (it would otherwise attend to nothing). Detached.
     """
-    resized = F.interpolate(mask_logits, size=tuple(target_size), mode="bilinear", align_corners=False)
-    blocked = resized.sigmoid().flatten(2) < 0.5  # (B, Q, hw)
+    batch_size, num_queries = mask_logits.shape[:2]
+    # Frames are resized as separate planes, like queries.
+    resized = F.interpolate(mask_logits.flatten(1, -3), size=tuple(target_size), mode="bilinear", align_corners=False)
+    blocked = resized.sigmoid().view(batch_size, num_queries, -1) < 0.5  # (B, Q, [T] hw)
     blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
     return blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1).detach()
+
+
+def frames_to_sequence(flat: Tensor, num_frames: int) -> Tensor:
+    """(B * T, C, S) per-frame tokens, frames of a clip consecutive -> (T * S, B, C): the
+    sequence-first layout of nn.MultiheadAttention, a clip's T frames one after the other."""
+    frames, channels, tokens = flat.shape
+    return flat.view(frames // num_frames, num_frames, channels, tokens).permute(1, 3, 0, 2).flatten(0, 1)
 
 
 @TRANSFORMER_DECODER_REGISTRY.register()
@@ -161,23 +171,38 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
              "aux_outputs": [{"pred_logits", "pred_masks"}] * dec_layers (earlier predictions, in order)}
         """
         del mask
+        self._check_inputs(x, mask_features)
+        memories, positions, sizes = self._memories(x, num_frames=1)
+        return self._decode(memories, positions, sizes, mask_features)
+
+    def _check_inputs(self, x: List[Tensor], mask_features: Tensor) -> None:
         if len(x) != self.num_feature_levels:
             raise ValueError(
-                f"MultiScaleMaskedTransformerDecoder expects {self.num_feature_levels} feature maps, got {len(x)}"
+                f"{type(self).__name__} expects {self.num_feature_levels} feature maps, got {len(x)}"
             )
         mask_dim = self.mask_embed.layers[-1].out_features
         if mask_features.dim() != 4 or mask_features.shape[1] != mask_dim or mask_features.shape[0] != x[0].shape[0]:
             raise ValueError(
                 f"mask_features should be (B={x[0].shape[0]}, mask_dim={mask_dim}, H, W), got {tuple(mask_features.shape)}"
             )
+
+    def _position_embedding(self, feature: Tensor, num_frames: int) -> Tensor:
+        """(B * T, C, h, w) -> (B * T, C, h * w) positional embedding of every frame's pixels."""
+        del num_frames  # images: each one is its own clip
+        return self.pe_layer(feature, None).flatten(2)
+
+    def _memories(self, x: List[Tensor], num_frames: int) -> Tuple[List[Tensor], List[Tensor], List]:
+        """Per level, the memory and its positions (T * h * w, B, C) and the size (h, w), for
+        features (B * T, C, h, w) of B clips of ``num_frames`` frames (an image is a clip of 1)."""
         memories, positions, sizes = [], [], []
         for level, feature in enumerate(x):
             sizes.append(feature.shape[-2:])
-            # (B, C, h, w) -> (hw, B, C), the sequence-first layout of nn.MultiheadAttention.
-            positions.append(self.pe_layer(feature, None).flatten(2).permute(2, 0, 1))
+            positions.append(frames_to_sequence(self._position_embedding(feature, num_frames), num_frames))
             memory = self.input_proj[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
-            memories.append(memory.permute(2, 0, 1))
+            memories.append(frames_to_sequence(memory, num_frames))
+        return memories, positions, sizes
 
+    def _decode(self, memories: List[Tensor], positions: List[Tensor], sizes: List, mask_features: Tensor) -> Dict:
         batch_size = memories[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, batch_size, 1)  # (Q, B, C)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch_size, 1)
@@ -227,10 +252,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """
         decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
         outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
-        mask_embed = self.mask_embed(decoder_output)
-        outputs_mask = torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        outputs_mask = self._mask_logits(self.mask_embed(decoder_output), mask_features)
         attn_mask = attention_mask_from_mask_logits(outputs_mask, attn_mask_target_size, self.num_heads)
         return outputs_class, outputs_mask, attn_mask
+
+    @staticmethod
+    def _mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+        """(B, Q, C) query embeddings and (B, C, H, W) pixel embeddings -> (B, Q, H, W)."""
+        return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
 
     def _aux_outputs(self, outputs_class: List[Optional[Tensor]], outputs_masks: List[Tensor]) -> List[Dict]:
         if self.mask_classification:

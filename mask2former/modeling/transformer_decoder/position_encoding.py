@@ -5,7 +5,19 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["PositionEmbeddingSine"]
+__all__ = ["PositionEmbeddingSine", "sine_frequencies", "interleaved_sine_cosine"]
+
+
+def sine_frequencies(num_feats: int, temperature: float, device=None) -> torch.Tensor:
+    """(num_feats,) divisors: channel pairs (2i, 2i+1) share temperature^(2i / num_feats)."""
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=device)
+    return temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+
+
+def interleaved_sine_cosine(scaled: torch.Tensor) -> torch.Tensor:
+    """(..., F) positions already divided by their frequencies -> (..., F): sine of the even
+    channels and cosine of the odd ones, interleaved (sin, cos, sin, cos, ...)."""
+    return torch.stack((scaled[..., 0::2].sin(), scaled[..., 1::2].cos()), dim=-1).flatten(-2)
 
 
 class PositionEmbeddingSine(nn.Module):
@@ -53,14 +65,9 @@ class PositionEmbeddingSine(nn.Module):
             y_embed = y_embed / (y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = x_embed / (x_embed[:, :, -1:] + self.eps) * self.scale
 
-        # Channel pairs (2i, 2i+1) share the frequency temperature^(2i / num_pos_feats).
-        dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
-        dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
-
-        pos_x = x_embed[:, :, :, None] / dim_t
-        pos_y = y_embed[:, :, :, None] / dim_t
-        pos_x = torch.stack((pos_x[:, :, :, 0::2].sin(), pos_x[:, :, :, 1::2].cos()), dim=4).flatten(3)
-        pos_y = torch.stack((pos_y[:, :, :, 0::2].sin(), pos_y[:, :, :, 1::2].cos()), dim=4).flatten(3)
+        dim_t = sine_frequencies(self.num_pos_feats, self.temperature, x.device)
+        pos_x = interleaved_sine_cosine(x_embed[:, :, :, None] / dim_t)
+        pos_y = interleaved_sine_cosine(y_embed[:, :, :, None] / dim_t)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:

@@ -1,5 +1,6 @@
-// Pieces shared by the CPU and CUDA kernels: argument checks and the bilinear footprint of
-// one sampling point.
+// Pieces shared by the CPU and CUDA kernels: the argument checks (the only ones of the eager
+// op; the fake implementation in ops/_extension.py checks the same while tracing), the
+// prepared arguments, and the bilinear footprint of one sampling point.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -11,40 +12,44 @@
 
 namespace mask2former {
 
-// Checks shapes, dtypes and devices of the op's arguments (not the values of the shapes).
+// Checks shapes, dtypes and devices of the op's arguments (not the values of the shapes):
+// a wrong shape raises ValueError in Python, a wrong dtype TypeError.
 inline void check_ms_deform_attn_args(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  TORCH_CHECK(value.dim() == 4, "ms_deform_attn: value must be (N, S, M, D), got ", value.sizes());
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(value.dim() == 4, "ms_deform_attn: value must be (N, S, M, D), got ", value.sizes());
+  TORCH_CHECK_VALUE(
       sampling_locations.dim() == 6 && sampling_locations.size(5) == 2,
       "ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2), got ",
       sampling_locations.sizes());
   const int64_t N = value.size(0), M = value.size(2);
   const int64_t Lq = sampling_locations.size(1), L = sampling_locations.size(3),
                 P = sampling_locations.size(4);
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(
       sampling_locations.size(0) == N && sampling_locations.size(2) == M,
       "ms_deform_attn: sampling_locations ", sampling_locations.sizes(),
       " does not match value ", value.sizes(), " in batch or heads");
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(
       attention_weights.sizes() == at::IntArrayRef({N, Lq, M, L, P}),
       "ms_deform_attn: attention_weights must be (N, Lq, M, L, P) = (", N, ", ", Lq, ", ", M,
       ", ", L, ", ", P, "), got ", attention_weights.sizes());
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(
       spatial_shapes.dim() == 2 && spatial_shapes.size(0) == L && spatial_shapes.size(1) == 2,
       "ms_deform_attn: spatial_shapes must be (L, 2) with L = ", L, ", got ", spatial_shapes.sizes());
-  TORCH_CHECK(
+  TORCH_CHECK_VALUE(
       level_start_index.dim() == 1 && level_start_index.size(0) == L,
       "ms_deform_attn: level_start_index must be (L,) with L = ", L, ", got ",
       level_start_index.sizes());
-  TORCH_CHECK(
+  TORCH_CHECK_TYPE(
       spatial_shapes.scalar_type() == at::kLong && level_start_index.scalar_type() == at::kLong,
-      "ms_deform_attn: spatial_shapes and level_start_index must be int64");
-  TORCH_CHECK(
+      "ms_deform_attn: spatial_shapes and level_start_index must be int64, got ", spatial_shapes.scalar_type(),
+      " and ", level_start_index.scalar_type());
+  TORCH_CHECK_TYPE(
+      value.is_floating_point(), "ms_deform_attn: value must be a floating-point tensor, got ", value.scalar_type());
+  TORCH_CHECK_TYPE(
       value.scalar_type() == sampling_locations.scalar_type() &&
           value.scalar_type() == attention_weights.scalar_type(),
       "ms_deform_attn: value, sampling_locations and attention_weights must share a dtype, got ",
@@ -66,6 +71,51 @@ inline void check_level_layout(const int64_t* shapes, const int64_t* starts, int
         "ms_deform_attn: level ", l, " with spatial shape (", H, ", ", W, ") starting at ", start,
         " does not fit in value's S = ", S, " positions");
   }
+}
+
+// Problem sizes of one call; the CPU kernels may also fix D at compile time.
+struct Sizes {
+  int64_t N, S, M, D, Lq, L, P;
+};
+
+// The op's arguments, checked and contiguous, with their sizes.
+struct Prepared {
+  at::Tensor value, shapes, starts, locations, weights;
+  Sizes sizes;
+};
+
+// Checks the arguments of a kernel for `device_type` tensors and makes them contiguous.
+inline Prepared prepare(
+    c10::DeviceType device_type,
+    const at::Tensor& value,
+    const at::Tensor& spatial_shapes,
+    const at::Tensor& level_start_index,
+    const at::Tensor& sampling_locations,
+    const at::Tensor& attention_weights) {
+  check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  TORCH_CHECK(
+      value.device().type() == device_type, "ms_deform_attn (", device_type, " kernel): tensors must be on a ",
+      device_type, " device, got ", value.device());
+  Prepared p{value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+             sampling_locations.contiguous(), attention_weights.contiguous(), Sizes{}};
+  p.sizes = Sizes{value.size(0), value.size(1), value.size(2), value.size(3),
+                  sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
+  // The kernels index memory with the level layout: check it on the host (L small numbers;
+  // `cpu()` copies nothing for CPU tensors).
+  const at::Tensor shapes_host = p.shapes.cpu(), starts_host = p.starts.cpu();
+  check_level_layout(shapes_host.const_data_ptr<int64_t>(), starts_host.const_data_ptr<int64_t>(), p.sizes.L, p.sizes.S);
+  return p;
+}
+
+// Checks the backward's grad_output: (N, Lq, M * D), of value's dtype and on its device.
+inline void check_grad_output(const at::Tensor& grad_output, const Prepared& in) {
+  const Sizes& s = in.sizes;
+  TORCH_CHECK(
+      grad_output.sizes() == at::IntArrayRef({s.N, s.Lq, s.M * s.D}) &&
+          grad_output.scalar_type() == in.value.scalar_type() && grad_output.device() == in.value.device(),
+      "ms_deform_attn_backward: grad_output must be a ", in.value.scalar_type(), " tensor of shape (", s.N, ", ",
+      s.Lq, ", ", s.M * s.D, ") on ", in.value.device(), ", got ", grad_output.scalar_type(), " ",
+      grad_output.sizes(), " on ", grad_output.device());
 }
 
 // Bilinear footprint of a normalised location (x, y) on an H x W map, with pixel centres at

@@ -24,11 +24,6 @@
 namespace mask2former {
 namespace {
 
-// Problem sizes; kD > 0 fixes D at compile time so the channel loops unroll fully.
-struct Sizes {
-  int64_t N, S, M, D, Lq, L, P;
-};
-
 // Per-task channel buffer: on the stack when D is known at compile time.
 template <typename T, int kD>
 struct ChannelBuffer {
@@ -120,34 +115,14 @@ void dispatch_channels(int64_t D, const F& f) {
   }
 }
 
-struct Prepared {
-  at::Tensor value, shapes, starts, locations, weights;
-  Sizes sizes;
-};
-
-Prepared prepare(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
-  check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  TORCH_CHECK(value.device().is_cpu(), "ms_deform_attn (CPU kernel): tensors must be on the CPU");
-  Prepared p{value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-             sampling_locations.contiguous(), attention_weights.contiguous(), Sizes{}};
-  p.sizes = Sizes{value.size(0), value.size(1), value.size(2), value.size(3),
-                  sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-  check_level_layout(p.shapes.data_ptr<int64_t>(), p.starts.data_ptr<int64_t>(), p.sizes.L, p.sizes.S);
-  return p;
-}
-
 at::Tensor ms_deform_attn_forward_cpu(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const Prepared in = prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Prepared in =
+      prepare(c10::DeviceType::CPU, value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Sizes s = in.sizes;
   at::Tensor output = at::empty({s.N, s.Lq, s.M * s.D}, in.value.options());
   if (output.numel() == 0) {
@@ -178,13 +153,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const Prepared in = prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Prepared in =
+      prepare(c10::DeviceType::CPU, value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Sizes s = in.sizes;
-  TORCH_CHECK(
-      grad_output.sizes() == at::IntArrayRef({s.N, s.Lq, s.M * s.D}) &&
-          grad_output.scalar_type() == in.value.scalar_type() && grad_output.device().is_cpu(),
-      "ms_deform_attn_backward: grad_output must be a CPU ", in.value.scalar_type(), " tensor of shape (",
-      s.N, ", ", s.Lq, ", ", s.M * s.D, "), got ", grad_output.scalar_type(), " ", grad_output.sizes());
+  check_grad_output(grad_output, in);
   const at::Tensor grad_out = grad_output.contiguous();
   at::Tensor grad_locations = at::empty_like(in.locations);
   at::Tensor grad_weights = at::empty_like(in.weights);

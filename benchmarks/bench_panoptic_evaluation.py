@@ -2,7 +2,7 @@
 COCOPanopticEvaluator (panopticapi's process pool), on a synthetic split with predictions
 built from the ground truth, and check both give the same numbers.
 
-    python benchmarks/panoptic_evaluation.py [--images 60] [--repeat 3]
+    python benchmarks/bench_panoptic_evaluation.py [--images 60] [--repeat 3]
 """
 import argparse
 import logging
