@@ -30,8 +30,14 @@ from detectron2.utils.video_visualizer import VideoVisualizer
 from mask2former.config import build_config
 from mask2former.modeling.postprocessing import as_detectron2_results
 from mask2former.predictor import Mask2FormerPredictor
-from mask2former.utils.checkpoint import CheckpointMismatchError
-from mask2former.utils.file_io import atomic_path, atomic_write_bytes, atomic_write_text
+from mask2former.data.dataset_mappers.inputs import check_image_decodes
+from mask2former.utils.errors import UserInputError, run_reporting_errors
+from mask2former.utils.file_io import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable_folder,
+)
 from mask2former.utils.visualizer import (
     TASKS,
     all_class_names,
@@ -72,7 +78,7 @@ class ExportedPredictor:
         return [self(image) for image in images]
 
 
-class DemoError(Exception):
+class DemoError(UserInputError):
     """A problem with the demo's inputs or outputs, reported without a traceback."""
 
 
@@ -165,6 +171,7 @@ def expand_inputs(patterns: List[str]) -> List[str]:
 
 
 def read_image_bgr(path: str) -> np.ndarray:
+    check_image_decodes(path, "Input image")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise DemoError(f"Cannot read image '{path}' (unreadable or corrupt file).")
@@ -238,41 +245,41 @@ def run_images(runner: DemoRunner, files: List[str], output: Optional[str], save
     """Segment and draw each file; returns the written image paths (empty when shown)."""
     out_paths = plan_image_outputs(files, output) if output else [None] * len(files)
     written = []
-    progress = tqdm.tqdm(total=len(files), desc="images", unit="image")
-    for start in range(0, len(files), batch_size):
-        chunk = list(range(start, min(start + batch_size, len(files))))
-        images = [read_image_bgr(files[i]) for i in chunk]
-        t0 = time.perf_counter()
-        all_predictions = runner.predictor.predict_batch(images)
-        logger.info(
-            f"{', '.join(files[i] for i in chunk)}: done in {time.perf_counter() - t0:.2f}s"
-        )
-        progress.update(len(chunk))
-        for i, image, predictions in zip(chunk, images, all_predictions):
-            drawn = runner.draw(image, predictions)
-            out_path = out_paths[i]
-            if out_path is None:
-                cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                cv2.imshow(WINDOW_NAME, drawn)
-                if (cv2.waitKey(0) & 0xFF) in _QUIT_KEYS:
-                    cv2.destroyAllWindows()
-                    return written
-                continue
-            write_image(out_path, drawn)
-            written.append(out_path)
-            if save_json:
-                height, width = image.shape[:2]
-                write_json(
-                    os.path.splitext(out_path)[0] + ".json",
-                    {
-                        "file_name": files[i],
-                        "height": height,
-                        "width": width,
-                        "task": resolve_task(predictions, runner.task),
-                        "segments": runner.segments(predictions),
-                    },
-                )
-    progress.close()
+    # closed on errors too, so that an error line does not continue the progress bar
+    with tqdm.tqdm(total=len(files), desc="images", unit="image") as progress:
+        for start in range(0, len(files), batch_size):
+            chunk = list(range(start, min(start + batch_size, len(files))))
+            images = [read_image_bgr(files[i]) for i in chunk]
+            t0 = time.perf_counter()
+            all_predictions = runner.predictor.predict_batch(images)
+            logger.info(
+                f"{', '.join(files[i] for i in chunk)}: done in {time.perf_counter() - t0:.2f}s"
+            )
+            progress.update(len(chunk))
+            for i, image, predictions in zip(chunk, images, all_predictions):
+                drawn = runner.draw(image, predictions)
+                out_path = out_paths[i]
+                if out_path is None:
+                    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+                    cv2.imshow(WINDOW_NAME, drawn)
+                    if (cv2.waitKey(0) & 0xFF) in _QUIT_KEYS:
+                        cv2.destroyAllWindows()
+                        return written
+                    continue
+                write_image(out_path, drawn)
+                written.append(out_path)
+                if save_json:
+                    height, width = image.shape[:2]
+                    write_json(
+                        os.path.splitext(out_path)[0] + ".json",
+                        {
+                            "file_name": files[i],
+                            "height": height,
+                            "width": width,
+                            "task": resolve_task(predictions, runner.task),
+                            "segments": runner.segments(predictions),
+                        },
+                    )
     if output is None:
         cv2.destroyAllWindows()
     return written
@@ -324,23 +331,22 @@ def run_video(runner: DemoRunner, video_path: str, output: Optional[str], batch_
                 )
                 if not writer.isOpened():
                     raise DemoError(f"Cannot open a video writer for '{out_path}'.")
-            progress = tqdm.tqdm(total=num_frames, desc=os.path.basename(video_path), unit="frame")
-            for frames in _frames(capture, batch_size):
-                for frame, predictions in zip(frames, runner.predictor.predict_batch(frames)):
-                    drawn_rgb = draw_video_frame(
-                        video_visualizer, frame[:, :, ::-1], predictions, runner.task,
-                        runner.confidence_threshold,
-                    )
-                    drawn = np.ascontiguousarray(drawn_rgb[:, :, ::-1])
-                    if writer is not None:
-                        writer.write(drawn)
-                    else:
-                        cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
-                        cv2.imshow(WINDOW_NAME, drawn)
-                        if (cv2.waitKey(1) & 0xFF) in _QUIT_KEYS:
-                            return None
-                    progress.update(1)
-            progress.close()
+            with tqdm.tqdm(total=num_frames, desc=os.path.basename(video_path), unit="frame") as progress:
+                for frames in _frames(capture, batch_size):
+                    for frame, predictions in zip(frames, runner.predictor.predict_batch(frames)):
+                        drawn_rgb = draw_video_frame(
+                            video_visualizer, frame[:, :, ::-1], predictions, runner.task,
+                            runner.confidence_threshold,
+                        )
+                        drawn = np.ascontiguousarray(drawn_rgb[:, :, ::-1])
+                        if writer is not None:
+                            writer.write(drawn)
+                        else:
+                            cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+                            cv2.imshow(WINDOW_NAME, drawn)
+                            if (cv2.waitKey(1) & 0xFF) in _QUIT_KEYS:
+                                return None
+                        progress.update(1)
             return out_path
         finally:
             capture.release()
@@ -387,6 +393,44 @@ def run_webcam(
     return shown
 
 
+def output_folder(output: str, num_files: int) -> str:
+    """The folder the outputs go to: `output` itself, or its parent for a file name."""
+    names_file = os.path.splitext(output)[1].lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+    if num_files <= 1 and names_file and not os.path.isdir(output):
+        return os.path.dirname(os.path.abspath(output))
+    return output
+
+
+def run(args) -> None:
+    cfg = setup_cfg(args)
+    files = expand_inputs(args.input) if args.input else None
+    if args.video_input and not os.path.isfile(args.video_input):
+        raise DemoError(f"Video file '{args.video_input}' does not exist.")
+    # fail before loading the model
+    if files and args.output:
+        plan_image_outputs(files, args.output)
+    if args.output and not args.webcam:
+        check_writable_folder(output_folder(args.output, len(files or [])), "--output")
+    if args.exported:
+        if not os.path.isfile(args.exported):
+            raise DemoError(f"Exported model '{args.exported}' (--exported) does not exist.")
+        metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+        predictor = ExportedPredictor(args.exported, metadata)
+    else:
+        predictor = Mask2FormerPredictor(cfg, allow_partial_weights=args.allow_partial_weights)
+    runner = DemoRunner(
+        predictor, args.task, args.confidence_threshold, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    )
+    if files:
+        run_images(runner, files, args.output, args.save_json, args.batch_size)
+    elif args.video_input:
+        run_video(runner, args.video_input, args.output, args.batch_size)
+    else:
+        if args.output:
+            logger.warning("--output is ignored with --webcam: frames are only shown.")
+        run_webcam(runner)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fvcore")
@@ -395,35 +439,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.batch_size < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
-    try:
-        cfg = setup_cfg(args)
-        files = expand_inputs(args.input) if args.input else None
-        if args.video_input and not os.path.isfile(args.video_input):
-            raise DemoError(f"Video file '{args.video_input}' does not exist.")
-        if files and args.output:
-            plan_image_outputs(files, args.output)  # fail before loading the model
-        if args.exported:
-            if not os.path.isfile(args.exported):
-                raise DemoError(f"Exported model '{args.exported}' (--exported) does not exist.")
-            metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
-            predictor = ExportedPredictor(args.exported, metadata)
-        else:
-            predictor = Mask2FormerPredictor(cfg, allow_partial_weights=args.allow_partial_weights)
-        runner = DemoRunner(
-            predictor, args.task, args.confidence_threshold, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
-        )
-        if files:
-            run_images(runner, files, args.output, args.save_json, args.batch_size)
-        elif args.video_input:
-            run_video(runner, args.video_input, args.output, args.batch_size)
-        else:
-            if args.output:
-                logger.warning("--output is ignored with --webcam: frames are only shown.")
-            run_webcam(runner)
-    except (DemoError, CheckpointMismatchError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting_errors(run, args)
 
 
 if __name__ == "__main__":

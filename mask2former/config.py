@@ -186,3 +186,12 @@ def _add_project_config(cfg):
     # Training batches and augmentation/model randomness derived from (SEED, iteration),
     # so a resumed run continues exactly where it stopped. False = detectron2's loader.
     cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER = True
+    # Extra evaluators (evaluation/README.md): Boundary AP next to mask AP, with boundary
+    # width DILATION_RATIO x image diagonal; PQ of the semantic predictions next to mIoU.
+    cfg.MASK2FORMER.EVAL = CN()
+    cfg.MASK2FORMER.EVAL.BOUNDARY_AP = False
+    cfg.MASK2FORMER.EVAL.BOUNDARY_DILATION_RATIO = 0.02
+    cfg.MASK2FORMER.EVAL.SEMANTIC_PQ = False
+    # A truncated or corrupt training image stops training with its file name (default),
+    # or, when True, the sample is skipped (another one is drawn) and the skips are counted.
+    cfg.MASK2FORMER.SKIP_UNREADABLE_IMAGES = False

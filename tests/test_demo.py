@@ -166,7 +166,7 @@ def test_errors_are_clear_and_leave_outputs_intact(workdir, capsys):
     err = capsys.readouterr().err
     assert "shape mismatched" in err and "classifier.weight" in err and "classifier.bias" in err
     assert _snapshot(out) == before, "failed runs must not touch earlier outputs"
-    assert not [n for n in os.listdir(workdir) if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(workdir) if ".tmp-" in n]
 
     # explicitly allowed, the same weights load partially and the image is written
     assert demo.main(args[:-3] + ["--allow-partial-weights", "--opts", "MODEL.WEIGHTS", str(weights)]) == 0
@@ -176,12 +176,7 @@ def test_command_line_with_quickstart_model_checkpoint(tmp_path):
     """The whole command line, in a fresh process, on the quickstart model saved the way
     training saves it (OUTPUT_DIR/model_final.pth)."""
     config = REPO_ROOT / "configs" / "quickstart" / "panoptic_R18_synthetic_test.yaml"
-    if not config.is_file():
-        pytest.skip(f"quickstart config not available: {config}")
-    try:
-        model = build_model(base_cfg(config, ["MODEL.DEVICE", "cpu"]))
-    except Exception as e:
-        pytest.skip(f"quickstart model cannot be built: {type(e).__name__}: {e}")
+    model = build_model(base_cfg(config, ["MODEL.DEVICE", "cpu"]))
     DetectionCheckpointer(model, str(tmp_path)).save("model_final")
     cv2.imwrite(str(tmp_path / "photo.jpg"), make_image(60, 80, seed=4))
     result = subprocess.run(

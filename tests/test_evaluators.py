@@ -25,6 +25,7 @@ from mask2former.config import build_config
 from mask2former.data.datasets.synthetic_shapes import register_synthetic_split
 from mask2former.evaluation import (
     InstanceSegEvaluator,
+    ValidatedCOCOEvaluator,
     PanopticEvaluator,
     SemSegEvaluator,
     build_dataset_evaluator,
@@ -120,11 +121,11 @@ def test_build_evaluator_follows_evaluator_type_and_outputs(tiny):
     all_on = build_evaluator(_cfg(True, True, True), f"{PREFIX}_panoptic")
     assert isinstance(all_on, DatasetEvaluators)
     kinds = [type(e) for e in all_on._evaluators]
-    assert kinds == [SemSegEvaluator, PanopticEvaluator, COCOEvaluator]
+    assert kinds == [SemSegEvaluator, PanopticEvaluator, ValidatedCOCOEvaluator]
     assert all_on._evaluators[2]._use_fast_impl == detectron2_ops_built()
     assert type(build_evaluator(_cfg(panoptic=True), f"{PREFIX}_panoptic")) is PanopticEvaluator
     assert type(build_evaluator(_cfg(semantic=True), f"{PREFIX}_sem_seg")) is SemSegEvaluator
-    assert type(build_evaluator(_cfg(), f"{PREFIX}_instance")) is COCOEvaluator
+    assert type(build_evaluator(_cfg(), f"{PREFIX}_instance")) is ValidatedCOCOEvaluator
     with pytest.raises(NotImplementedError, match=f"{PREFIX}_panoptic"):
         build_evaluator(_cfg(), f"{PREFIX}_panoptic")
 

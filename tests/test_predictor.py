@@ -5,7 +5,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from demo_test_utils import make_image, real_model_or_reason, stand_in_cfg
+from demo_test_utils import make_image, real_model, stand_in_cfg
 from mask2former.predictor import Mask2FormerPredictor
 from mask2former.utils.checkpoint import CheckpointMismatchError
 
@@ -75,10 +75,7 @@ def _assert_same_prediction(a, b, atol=1e-4):
 
 
 def test_batched_equals_single_on_real_model():
-    model, reason = real_model_or_reason()
-    if model is None:
-        pytest.skip(reason)
-    predictor = Mask2FormerPredictor(model=model, min_size_test=64, max_size_test=96, input_format="RGB")
+    predictor = Mask2FormerPredictor(model=real_model(), min_size_test=64, max_size_test=96, input_format="RGB")
     # 48x64 and 44x64 resize to 64x85 and 64x93, both padded to 64x96; 72x40 resizes to
     # 96x53, padded to 96x64: two forward passes, each with its own padded size
     images = [make_image(48, 64, 0), make_image(72, 40, 1), make_image(44, 64, 2), make_image(48, 64, 3)]
@@ -92,10 +89,7 @@ def test_batched_equals_single_on_real_model():
 def test_padded_batch_leaves_the_largest_image_unchanged():
     """Without grouping, only padding changes results: the image that sets the batch's
     padded size gets exactly its single-image prediction."""
-    model, reason = real_model_or_reason()
-    if model is None:
-        pytest.skip(reason)
-    predictor = Mask2FormerPredictor(model=model, min_size_test=64, max_size_test=96, input_format="RGB")
+    predictor = Mask2FormerPredictor(model=real_model(), min_size_test=64, max_size_test=96, input_format="RGB")
     largest, smaller = make_image(48, 64, 0), make_image(64, 64, 2)  # padded 64x96 and 64x64
     batched = predictor.predict_batch([smaller, largest], group_by_size=False)
     _assert_same_prediction(batched[1], predictor(largest))

@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from mask2former.config import build_config
 from mask2former.utils.checkpoint import load_weights_checked
+from mask2former.utils.errors import reporting_errors
 
 logger = logging.getLogger("mask2former.analyze_model")
 
@@ -234,6 +235,7 @@ def get_parser():
     return parser
 
 
+@reporting_errors
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     setup_logger(name="fvcore")

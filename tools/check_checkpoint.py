@@ -14,8 +14,10 @@ from detectron2.modeling import build_model
 
 from mask2former.config import build_config
 from mask2former.utils.checkpoint import load_weights_checked
+from mask2former.utils.errors import reporting_errors
 
 
+@reporting_errors
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
@@ -25,11 +27,7 @@ def main(argv=None) -> int:
 
     cfg = build_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
     model = build_model(cfg)
-    try:
-        report = load_weights_checked(model, args.weights, allow_partial=True)
-    except (FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    report = load_weights_checked(model, args.weights, allow_partial=True)
     num_keys = len(model.state_dict())
     if report.is_clean:
         print(f"OK: all {num_keys} keys of the model are in '{args.weights}' with matching shapes.")

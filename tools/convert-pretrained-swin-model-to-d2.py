@@ -11,9 +11,11 @@ with the ImageNet mean/std in 0-255 units, as the published Swin configs set.
 """
 import sys
 
+from mask2former.utils.errors import reporting_errors
 from mask2former.utils.weight_conversion import conversion_main, swin_to_d2
 
 
+@reporting_errors
 def main(argv=None) -> int:
     return conversion_main(
         argv, __doc__.splitlines()[0], "official Swin Transformer weights (.pth)", swin_to_d2, author="third_party"

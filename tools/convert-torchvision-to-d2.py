@@ -16,9 +16,11 @@ settings with any other config that loads the converted file.
 """
 import sys
 
+from mask2former.utils.errors import reporting_errors
 from mask2former.utils.weight_conversion import conversion_main, torchvision_resnet_to_d2
 
 
+@reporting_errors
 def main(argv=None) -> int:
     return conversion_main(
         argv, __doc__.splitlines()[0], "torchvision ResNet weights (.pth)", torchvision_resnet_to_d2, author="torchvision"

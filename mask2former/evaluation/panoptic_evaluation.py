@@ -16,7 +16,7 @@ from detectron2.utils.file_io import PathManager
 
 from ..utils.file_io import atomic_write_json
 
-__all__ = ["PanopticEvaluator"]
+__all__ = ["PanopticEvaluator", "score_panoptic_pairs", "summarize_pq"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,6 @@ class PanopticEvaluator(COCOPanopticEvaluator):
     """
 
     def evaluate(self):
-        from panopticapi.evaluation import pq_compute_single_core
-
         comm.synchronize()
         predictions = list(itertools.chain(*comm.gather(self._predictions)))
         if not comm.is_main_process():
@@ -72,19 +70,32 @@ class PanopticEvaluator(COCOPanopticEvaluator):
             categories = {c["id"]: c for c in gt_data["categories"]}
             # panopticapi writes segment areas into the dicts it is given: hand it copies
             pairs = [(a, annotations_by_image[a["image_id"]]) for a in gt_data["annotations"]]
-            with contextlib.redirect_stdout(io.StringIO()):
-                pq_stat = pq_compute_single_core(0, pairs, gt_folder, pred_dir, categories)
+            pq_stat = score_panoptic_pairs(pairs, gt_folder, pred_dir, categories)
+        return OrderedDict({"panoptic_seg": summarize_pq(pq_stat, categories)})
 
-        pq_res = {}
-        for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
-            try:
-                pq_res[name], _ = pq_stat.pq_average(categories, isthing=isthing)
-            except ZeroDivisionError:  # no category of this kind in ground truth or predictions
-                pq_res[name] = {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
-        res = {}
-        for key, name in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
-            for metric in ("pq", "sq", "rq"):
-                res[metric.upper() + key] = 100 * pq_res[name][metric]
-        _print_panoptic_results(pq_res)
-        return OrderedDict({"panoptic_seg": res})
+
+def score_panoptic_pairs(pairs, gt_folder, pred_folder, categories):
+    """panopticapi's per-image scoring of ``(gt_annotation, pred_annotation)`` pairs whose
+    PNGs are in ``gt_folder``/``pred_folder``, in this process; returns its ``PQStat``."""
+    from panopticapi.evaluation import pq_compute_single_core
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return pq_compute_single_core(0, pairs, gt_folder, pred_folder, categories)
+
+
+def summarize_pq(pq_stat, categories):
+    """PQ, SQ, RQ (in %) for all categories, things (``_th``) and stuff (``_st``), printed
+    as detectron2's table; NaN for a kind that has no category."""
+    pq_res = {}
+    for name, isthing in (("All", None), ("Things", True), ("Stuff", False)):
+        try:
+            pq_res[name], _ = pq_stat.pq_average(categories, isthing=isthing)
+        except ZeroDivisionError:  # no category of this kind in ground truth or predictions
+            pq_res[name] = {"pq": float("nan"), "sq": float("nan"), "rq": float("nan"), "n": 0}
+    res = {}
+    for key, name in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
+        for metric in ("pq", "sq", "rq"):
+            res[metric.upper() + key] = 100 * pq_res[name][metric]
+    _print_panoptic_results(pq_res)
+    return res
 

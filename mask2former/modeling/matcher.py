@@ -1,10 +1,19 @@
 """One-to-one assignment of predicted masks to ground-truth masks (Hungarian matching)."""
 import torch
+from detectron2.utils.events import get_event_storage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
 from .point_sampling import point_sample
+
+
+def _at_iteration() -> str:
+    """' at iteration N' inside a detectron2 training loop, else ""."""
+    try:
+        return f" at iteration {get_event_storage().iter}"
+    except AssertionError:  # no EventStorage: called outside training
+        return ""
 
 __all__ = ["HungarianMatcher", "pairwise_sigmoid_ce", "pairwise_dice"]
 
@@ -108,8 +117,8 @@ class HungarianMatcher(nn.Module):
         for name, cost in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice)):
             if not torch.isfinite(cost).all():
                 raise FloatingPointError(
-                    f"HungarianMatcher: non-finite {name} cost for image {image_index} of the batch "
-                    f"(predictions contain NaN/Inf; training has probably diverged)"
+                    f"HungarianMatcher: non-finite {name} cost for image {image_index} of the batch"
+                    f"{_at_iteration()} (predictions contain NaN/Inf; training has probably diverged)"
                 )
         cost = self.cost_class * cost_class + self.cost_mask * cost_mask + self.cost_dice * cost_dice
         rows, cols = linear_sum_assignment(cost.cpu().numpy())

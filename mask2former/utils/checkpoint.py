@@ -21,10 +21,12 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from .errors import UserInputError
 from .file_io import atomic_write_bytes
 
 __all__ = [
     "CheckpointMismatchError",
+    "UnreadableCheckpointError",
     "IncompatibleKeysReport",
     "ReportingCheckpointer",
     "compare_state_dict_keys",
@@ -68,19 +70,45 @@ class IncompatibleKeysReport:
             parts.append(_listing("shape mismatched", rows))
         return "\n".join(parts) if parts else "  all keys match"
 
+    def summary(self, max_keys: int = 3) -> str:
+        """One line naming the first few offending keys of each kind."""
 
-class CheckpointMismatchError(RuntimeError):
+        def _first(items):
+            more = f", ... ({len(items)} in all)" if len(items) > max_keys else ""
+            return ", ".join(str(x) for x in items[:max_keys]) + more
+
+        parts = []
+        if self.shape_mismatched:
+            rows = [
+                f"{key}: checkpoint {tuple(ckpt)} vs model {tuple(model)}"
+                for key, ckpt, model in self.shape_mismatched
+            ]
+            parts.append(f"shape mismatched ({len(rows)}): {_first(rows)}")
+        if self.missing:
+            parts.append(f"missing in the checkpoint ({len(self.missing)}): {_first(self.missing)}")
+        if self.unexpected:
+            parts.append(
+                f"unexpected (not in the model) ({len(self.unexpected)}): {_first(self.unexpected)}"
+            )
+        return "; ".join(parts) if parts else "all keys match"
+
+
+class CheckpointMismatchError(UserInputError, RuntimeError):
     """The weights file does not fit the model built from the config."""
 
     def __init__(self, path: str, report: IncompatibleKeysReport):
         self.path = path
         self.report = report
         super().__init__(
-            f"Weights in '{path}' do not match the model built from the config:\n"
-            f"{report.describe()}\n"
-            "Check that the config matches the checkpoint (number of classes, queries, "
-            "backbone), or allow partial loading explicitly."
+            f"weights '{path}' (MODEL.WEIGHTS) do not fit the model built from the config: "
+            f"{report.summary()}. Use the config the weights were trained with (number of "
+            "classes MODEL.SEM_SEG_HEAD.NUM_CLASSES, queries, backbone), or pass "
+            "--allow-partial-weights to load them anyway."
         )
+
+
+class UnreadableCheckpointError(UserInputError, RuntimeError):
+    """The checkpoint file exists but cannot be read (truncated, corrupt, not a checkpoint)."""
 
 
 def compare_state_dict_keys(
@@ -110,6 +138,25 @@ class ReportingCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **kwargs)
         self.last_report = None
 
+    def load(self, path, checkpointables=None):
+        # fvcore only asserts that the file exists, and torch reports a truncated file as
+        # a chained PytorchStreamReader error: name the file instead.
+        if path and "://" not in path and not os.path.isfile(path):
+            raise FileNotFoundError(f"Checkpoint file '{path}' does not exist.")
+        return super().load(path, checkpointables=checkpointables)
+
+    def _load_file(self, filename):
+        try:
+            loaded = super()._load_file(filename)
+            if not isinstance(loaded.get("model"), dict):
+                raise ValueError("it holds no state dict under 'model'")
+        except Exception as e:
+            raise UnreadableCheckpointError(
+                f"Cannot read checkpoint '{filename}' (truncated, corrupt or not a "
+                f"checkpoint: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from e
+        return loaded
+
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
         if incompatible is not None:
@@ -123,6 +170,8 @@ class ReportingCheckpointer(DetectionCheckpointer):
             self.last_report.missing = [
                 k for k in self.last_report.missing if k not in mismatched
             ]
+            if not self.last_report.is_clean:
+                logger.warning(f"Not loaded from the checkpoint: {self.last_report.summary()}")
         return incompatible
 
 
@@ -134,6 +183,7 @@ def load_weights_checked(
 
     Raises:
         FileNotFoundError: `path` does not exist.
+        UnreadableCheckpointError: `path` is truncated, corrupt or not a checkpoint.
         CheckpointMismatchError: some keys are missing, unexpected or of another shape,
             and `allow_partial` is False. The model may then be partly loaded.
     Returns:
@@ -144,10 +194,7 @@ def load_weights_checked(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Weights file '{path}' (MODEL.WEIGHTS) does not exist.")
     checkpointer = ReportingCheckpointer(model)
-    try:
-        checkpointer.load(path, checkpointables=[])
-    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, ValueError) as e:
-        raise RuntimeError(f"Cannot read weights file '{path}': {e}") from e
+    checkpointer.load(path, checkpointables=[])
     report = checkpointer.last_report or IncompatibleKeysReport()
     if not report.is_clean:
         if not allow_partial:

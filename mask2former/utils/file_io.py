@@ -16,6 +16,7 @@ of other hosts sharing the folder over a network filesystem, are left alone.
 usual `0666 & ~umask` permissions instead, like a plain `open(path, "w")`.
 """
 import contextlib
+import errno
 import json
 import os
 import re
@@ -34,6 +35,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "check_writable_folder",
     "remove_stale_temp_files",
 ]
 
@@ -42,6 +44,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # `.<name>.tmp-<host>-<pid>-<random>[<ext>]`, as made by `_temp_prefix` + mkstemp.
 _TEMP_NAME = re.compile(r"^\..+\.tmp-([0-9a-f]{8})-(\d+)-[^-]+$")
 _HOST = format(zlib.crc32(socket.gethostname().encode()), "08x")
+_MIN_FREE_BYTES = 1 << 20
 _cleaned_folders = set()
 _cleaned_lock = threading.Lock()
 
@@ -122,17 +125,45 @@ def _fsync_folder(folder: str) -> None:
             os.close(dir_fd)
 
 
+def _naming(error: OSError, path: str) -> OSError:
+    """`error` as an OSError of the same kind that names the final `path` (a failed
+    write(), e.g. on a full disk, names no file; a temporary name means nothing to users)."""
+    if error.filename == path:
+        return error
+    return OSError(error.errno, error.strerror or str(error), path)
+
+
+def check_writable_folder(folder: PathLike, what: str) -> None:
+    """Raise an OSError naming `folder` (`what`, e.g. "--output" or "OUTPUT_DIR") if files
+    cannot be created in it, or its disk is full; creates the folder if needed. Entry
+    points call this before the slow work (loading a model) starts."""
+    folder = os.path.abspath(os.fspath(folder))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix("write-check"), dir=folder)
+        os.close(fd)
+        os.remove(probe)
+        usage = shutil.disk_usage(folder)
+    except OSError as e:
+        raise OSError(e.errno, f"{what} is not writable ({e.strerror or e})", folder) from e
+    if usage.free < _MIN_FREE_BYTES:
+        raise OSError(errno.ENOSPC, f"{what} is on a full disk ({usage.free} bytes free)", folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[str]:
     """Yield a temporary file name next to `path` for a writer that needs a file name
     (e.g. `cv2.VideoWriter`); when the block ends without error the file is fsync'ed and
     renamed to `path`, on error it is removed and `path` is left untouched."""
     path = os.fspath(path)
-    folder = _prepare_folder(path)
-    # The extension stays last: some writers choose the format by it.
-    fd, tmp_path = tempfile.mkstemp(
-        prefix=_temp_prefix(path), suffix=os.path.splitext(path)[1], dir=folder
-    )
+    try:
+        folder = _prepare_folder(path)
+        # The extension stays last: some writers choose the format by it.
+        fd, tmp_path = tempfile.mkstemp(
+            prefix=_temp_prefix(path), suffix=os.path.splitext(path)[1], dir=folder
+        )
+    except OSError as e:
+        raise _naming(e, path) from e
     try:
         os.close(fd)
         os.chmod(tmp_path, 0o666 & ~_current_umask())
@@ -140,9 +171,11 @@ def atomic_path(path: PathLike) -> Iterator[str]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp_path)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from e
         raise
     _fsync_folder(folder)
 

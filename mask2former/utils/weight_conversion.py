@@ -6,6 +6,7 @@ file lists exactly the backbone's keys; `matching_heuristics` is still set so th
 detectron2 adds the `backbone.` prefix when loading into a full model.
 """
 import argparse
+import os
 import pickle
 import re
 import sys
@@ -14,7 +15,7 @@ from typing import Callable, Dict, List, Mapping, Optional
 import numpy as np
 import torch
 
-from .file_io import atomic_write_bytes
+from .file_io import atomic_write_bytes, check_writable_folder
 
 __all__ = [
     "WeightConversionError",
@@ -138,6 +139,7 @@ def conversion_main(
     parser.add_argument("input", help=input_help)
     parser.add_argument("output", help="detectron2 weights to write (.pkl)")
     args = parser.parse_args(argv)
+    check_writable_folder(os.path.dirname(os.path.abspath(args.output)), "the output folder")
     try:
         weights = convert(load_torch_state_dict(args.input))
     except (WeightConversionError, FileNotFoundError) as e:

@@ -1,11 +1,24 @@
 """Choosing a dataset mapper by `cfg.INPUT.DATASET_MAPPER_NAME`."""
 
-from typing import Callable, Dict
+import logging
+from typing import Callable, Dict, Optional
 
 from detectron2.data import DatasetMapper, MetadataCatalog
 from detectron2.utils.registry import Registry
+from PIL import UnidentifiedImageError
 
-__all__ = ["DATASET_MAPPER_REGISTRY", "build_dataset_mapper", "dataset_metadata", "register_mapper"]
+from .inputs import UnreadableImageError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DATASET_MAPPER_REGISTRY",
+    "SkipUnreadableImages",
+    "EvalDatasetMapper",
+    "build_dataset_mapper",
+    "dataset_metadata",
+    "register_mapper",
+]
 
 DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
 DATASET_MAPPER_REGISTRY.__doc__ = """
@@ -45,11 +58,49 @@ def build_dataset_mapper(cfg, is_train: bool = True):
     evaluation needs for every task.
     """
     if not is_train:
-        return DatasetMapper(cfg, is_train=False)
+        return EvalDatasetMapper(cfg, is_train=False)
     name = cfg.INPUT.DATASET_MAPPER_NAME
     if name not in _MAPPER_NAMES:
         raise KeyError(
             f"INPUT.DATASET_MAPPER_NAME {name!r} is not a known mapper; "
             f"choose one of {sorted(_MAPPER_NAMES)}."
         )
-    return DATASET_MAPPER_REGISTRY.get(_MAPPER_NAMES[name])(cfg, is_train=True)
+    mapper = DATASET_MAPPER_REGISTRY.get(_MAPPER_NAMES[name])(cfg, is_train=True)
+    if cfg.MASK2FORMER.SKIP_UNREADABLE_IMAGES:
+        return SkipUnreadableImages(mapper)
+    return mapper
+
+
+class EvalDatasetMapper(DatasetMapper):
+    """detectron2's test-time `DatasetMapper`, whose errors for a truncated or corrupt image
+    name the file (PIL's own message does not)."""
+
+    def __call__(self, dataset_dict):
+        try:
+            return super().__call__(dataset_dict)
+        except FileNotFoundError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise UnreadableImageError(
+                f"file_name '{dataset_dict.get('file_name')}' is not a readable image ({e})."
+            ) from e
+
+
+class SkipUnreadableImages:
+    """Training mapper wrapper for MASK2FORMER.SKIP_UNREADABLE_IMAGES: a sample whose image
+    cannot be decoded is skipped (the loaders then draw another one) and counted."""
+
+    def __init__(self, mapper: Callable):
+        self.mapper = mapper
+        self.num_skipped = 0
+
+    def __call__(self, dataset_dict: dict) -> Optional[dict]:
+        try:
+            return self.mapper(dataset_dict)
+        except UnreadableImageError as e:
+            self.num_skipped += 1
+            logger.warning(
+                f"Skipped an unreadable image ({self.num_skipped} so far in this process, "
+                f"MASK2FORMER.SKIP_UNREADABLE_IMAGES): {e}"
+            )
+            return None

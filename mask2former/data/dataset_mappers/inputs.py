@@ -17,6 +17,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
 
 __all__ = [
+    "UnreadableImageError",
+    "check_image_decodes",
     "read_image_checked",
     "read_label_map",
     "read_panoptic_png",
@@ -34,6 +36,10 @@ _COLOUR_MODES = ("RGB",)
 _reported_conversions = set()
 
 
+class UnreadableImageError(ValueError):
+    """An image or label file exists but cannot be decoded (truncated, corrupt, not an image)."""
+
+
 def _open_pil(file_name: str, field: str) -> Image.Image:
     if not file_name:
         raise ValueError(f"The dataset record has an empty '{field}'.")
@@ -43,9 +49,15 @@ def _open_pil(file_name: str, field: str) -> Image.Image:
         with PathManager.open(file_name, "rb") as f:
             image = Image.open(f)
             image.load()  # decode now, inside the try, so that truncated files are caught here
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{field} '{file_name}' is not a readable image ({e}).") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UnreadableImageError(f"{field} '{file_name}' is not a readable image ({e}).") from e
     return image
+
+
+def check_image_decodes(file_name: str, field: str = "file_name") -> None:
+    """Raise `UnreadableImageError` naming `file_name` unless the whole image decodes
+    (OpenCV returns a truncated JPEG with its missing part grey, and only warns)."""
+    _open_pil(file_name, field).close()
 
 
 def read_image_checked(file_name: str, image_format: str, field: str = "file_name") -> np.ndarray:

@@ -14,7 +14,7 @@ def read_json(json_file: str, what: str) -> dict:
     try:
         with PathManager.open(json_file) as f:
             return json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} '{json_file}' is not valid JSON ({e}).") from e
 
 

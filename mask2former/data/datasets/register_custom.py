@@ -202,8 +202,13 @@ def register_datasets_from_file(path: str) -> List[str]:
         text = f.read()
     try:
         entries = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"Datasets file '{path}' cannot be parsed ({e}).") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Datasets file '{path}', line {e.lineno}: cannot be parsed ({e.msg}).") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"Datasets file '{path}'{where}: cannot be parsed ({problem}).") from e
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"Datasets file '{path}' must hold a non-empty list of datasets.")
     folder = os.path.dirname(os.path.abspath(path))

@@ -84,6 +84,12 @@ class MaskFormer(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
             raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
+        # A zero or non-finite std turns every image into inf/NaN, which would surface
+        # much later as a "diverged" matcher cost.
+        if not (torch.isfinite(self.pixel_std).all() and (self.pixel_std != 0).all()):
+            raise ValueError(f"MODEL.PIXEL_STD {list(pixel_std)} must be finite and non-zero")
+        if not torch.isfinite(self.pixel_mean).all():
+            raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} must be finite")
         self.postprocess_options = postprocess
         if inference_dtype not in INFERENCE_DTYPES.values():
             raise ValueError(f"MaskFormer: inference_dtype must be one of {list(INFERENCE_DTYPES.values())}")
@@ -201,6 +207,9 @@ class MaskFormer(nn.Module):
                     f"MaskFormer: batched_inputs[{i}]['image'] must be a ({self.pixel_mean.shape[0]}, H, W) "
                     f"tensor, got {got}"
                 )
+            if image.is_floating_point() and not torch.isfinite(image).all():
+                name = inputs.get("file_name", f"batched_inputs[{i}]")
+                raise ValueError(f"MaskFormer: input image '{name}' has NaN or infinite pixel values")
             images.append((image.to(self.device) - self.pixel_mean) / self.pixel_std)
         return ImageList.from_tensors(images, self.size_divisibility)
 
