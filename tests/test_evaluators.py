@@ -435,7 +435,7 @@ def test_cityscapes_evaluators_end_to_end(tmp_path, monkeypatch):
         stem = f"frankfurt_000000_{i:06d}"
         label = np.full((height, width), road, np.uint8)
         label[:20] = sky
-        instance_ids = label.astype(np.int32)
+        instance_ids = label.astype(np.uint16)  # Cityscapes instanceIds are 16-bit PNGs
         cars = []
         for k, (y, x) in enumerate([(30, 10 + 30 * i), (40, 80)]):
             mask = np.zeros((height, width), bool)
