@@ -180,6 +180,9 @@ def _add_project_config(cfg):
     cfg.MASK2FORMER.WEIGHT_DECAY_EMBED_PARAMETERS = []
     # Autocast dtype when SOLVER.AMP.ENABLED runs on CPU ("bfloat16" or "float16").
     cfg.MASK2FORMER.CPU_AMP_DTYPE = "bfloat16"
+    # Inference: "float32", or "bfloat16" to run backbone, pixel decoder and transformer
+    # decoder under bfloat16 autocast (post-processing stays in float32).
+    cfg.MASK2FORMER.INFERENCE_DTYPE = "float32"
     # Training batches and augmentation/model randomness derived from (SEED, iteration),
     # so a resumed run continues exactly where it stopped. False = detectron2's loader.
     cfg.MASK2FORMER.RESUMABLE_TRAIN_LOADER = True

@@ -18,6 +18,8 @@ from mask2former.config import build_config
 from mask2former.modeling.criterion import SetCriterion
 from mask2former.modeling.matcher import HungarianMatcher
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
+from mask2former.modeling.postprocessing import thing_classes_of
+from mask2former.postprocessing import PostprocessOptions
 
 
 class TinyBackbone(Backbone):
@@ -71,27 +73,29 @@ def tiny_maskformer(num_queries=5, num_classes=3, num_aux=2, deep_supervision=Tr
         eos_coef=0.1,
         num_points=64,
     )
+    metadata = metadata if metadata is not None else Metadata()
     options = dict(
+        num_classes=num_classes,
         object_mask_threshold=0.0,
         overlap_threshold=0.0,
-        size_divisibility=32,
-        sem_seg_postprocess_before_inference=True,
+        resize_before_semantic=True,
         semantic_on=True,
         panoptic_on=True,
         instance_on=True,
-        test_topk_per_image=10,
+        detections_per_image=10,
+        thing_classes=thing_classes_of(metadata),
     )
     options.update(kwargs)
     return MaskFormer(
         backbone=TinyBackbone(),
         sem_seg_head=TinyHead(num_queries, num_classes, num_aux=num_aux),
         criterion=criterion,
-        num_classes=num_classes,
         num_queries=num_queries,
-        metadata=metadata if metadata is not None else Metadata(),
+        metadata=metadata,
+        size_divisibility=32,
         pixel_mean=[0.0, 0.0, 0.0],
         pixel_std=[255.0, 255.0, 255.0],
-        **options,
+        postprocess=PostprocessOptions(**options),
     )
 
 

@@ -240,7 +240,8 @@ def test_from_config_weights_and_options(deep_supervision):
         expected.update({f"{k}_{i}": v for i in range(9) for k, v in final.items()})
     assert weights == expected
     assert model.criterion.num_points == 12544 and model.criterion.empty_weight[-1].item() == pytest.approx(0.1)
-    assert model.size_divisibility == 32 and model.num_classes == 133
-    assert model.panoptic_on and model.instance_on and model.semantic_on
-    assert model.sem_seg_postprocess_before_inference  # forced by panoptic/instance
-    assert model.test_topk_per_image == 100 and model.object_mask_threshold == 0.8
+    options = model.postprocess_options
+    assert model.size_divisibility == 32 and options.num_classes == 133
+    assert options.panoptic_on and options.instance_on and options.semantic_on
+    assert options.resize_before_semantic  # forced by panoptic/instance
+    assert options.detections_per_image == 100 and options.object_mask_threshold == 0.8

@@ -1,15 +1,24 @@
 """Inference post-processing: hand-made predictions with known answers, and the
 query-selective upsampling against the plain all-queries path."""
 
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.nn import functional as F
 
 from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import BitMasks
 
-from mask2former.modeling.postprocessing import (
+from mask2former.config import build_config
+from mask2former.modeling.postprocessing import as_detectron2_results, to_instances
+from mask2former.postprocessing import (
+    PostprocessOptions,
     QueryMaskUpsampler,
     instance_inference,
     masks_to_boxes,
@@ -23,6 +32,8 @@ from mask2former.modeling.postprocessing import (
 from maskformer_standins import tiny_maskformer
 
 ON, OFF = 10.0, -10.0
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart"
 
 
 def class_logits_from_probs(probs):
@@ -143,7 +154,7 @@ def test_instance_masks_scores_and_boxes():
     scores = torch.tensor([0.9, 0.5, 0.4])
     labels = torch.tensor([1, 0, 2])
     rows = torch.tensor([0, 0, 1])  # query 0 chosen with two classes, stored once
-    inst = instance_inference(scores, labels, mask_logits, (6, 8), mask_rows=rows)
+    inst = to_instances(instance_inference(scores, labels, mask_logits, (6, 8), mask_rows=rows))
     assert inst.image_size == (6, 8)
     assert inst.pred_masks.shape == (3, 6, 8) and inst.pred_masks.dtype == torch.bool
     assert inst.pred_masks[0].sum() == 9 and not inst.pred_masks[2].any()
@@ -225,25 +236,21 @@ def test_selected_query_pixels_do_not_depend_on_the_selection_at_small_sizes():
         assert torch.equal(up(torch.tensor(chosen)), everything[chosen])
 
 
-@pytest.mark.parametrize("chunk", [1, 3, 64])
-def test_postprocess_image_equals_all_queries_path(chunk):
+@pytest.mark.parametrize("band_columns", [1, 37, 1000])
+@pytest.mark.parametrize("output", [OUTPUT, IMAGE])
+def test_postprocess_image_equals_all_queries_path(band_columns, output):
     class_logits, mask_logits = random_predictions(size=(26, 34))
-    kwargs = dict(
-        num_classes=7,
-        semantic_on=True,
-        panoptic_on=True,
-        instance_on=True,
-        resize_before_semantic=True,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.8,
-        detections_per_image=25,
-        thing_classes=frozenset({0, 1, 2, 3}),
+    options = PostprocessOptions(  # semantic on, thresholds 0.8 by default
+        num_classes=7, panoptic_on=True, instance_on=True, detections_per_image=25, thing_classes=frozenset({0, 1, 2, 3})
     )
-    sizes = (PADDED, IMAGE, OUTPUT)
-    ours = postprocess_image(class_logits, mask_logits, *sizes, query_chunk_size=chunk, **kwargs)
-    plain = postprocess_all_queries(class_logits, mask_logits, *sizes, **kwargs)
+    sizes = (PADDED, IMAGE, output)
+    # band_bytes: one band holds the kept queries' masks for `band_columns` columns
+    band_bytes = 4 * 20 * output[0] * band_columns
+    ours = postprocess_image(class_logits, mask_logits, *sizes, dataclasses.replace(options, band_bytes=band_bytes))
+    ours = as_detectron2_results(ours)
+    plain = as_detectron2_results(postprocess_all_queries(class_logits, mask_logits, *sizes, options))
 
-    assert ours["sem_seg"].shape == (7, *OUTPUT)
+    assert ours["sem_seg"].shape == (7, *output)
     # the semantic sum runs over chunks of queries: same terms, other summation order
     assert torch.allclose(ours["sem_seg"], plain["sem_seg"], rtol=1e-5, atol=1e-5)
 
@@ -256,29 +263,23 @@ def test_postprocess_image_equals_all_queries_path(chunk):
     inst, plain_inst = ours["instances"], plain["instances"]
     assert len(inst) > 1 and len(inst) == len(plain_inst)
     assert set(inst.pred_classes.tolist()) <= {0, 1, 2, 3}
-    for field in ("pred_masks", "scores", "pred_classes"):
+    for field in ("pred_masks", "pred_classes"):
         assert torch.equal(inst.get(field), plain_inst.get(field)), field
     assert torch.equal(inst.pred_boxes.tensor, plain_inst.pred_boxes.tensor)
+    if band_columns >= output[1]:
+        assert torch.equal(inst.scores, plain_inst.scores)
+    else:  # each band adds its part of the mean mask probability: other summation order
+        assert torch.allclose(inst.scores, plain_inst.scores, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("resize_before", [False, True])
 @pytest.mark.parametrize("output", [(90, 111), (30, 41)])
 def test_semantic_only_equals_all_queries_path(resize_before, output):
     class_logits, mask_logits = random_predictions(seed=1)
-    kwargs = dict(
-        num_classes=7,
-        semantic_on=True,
-        panoptic_on=False,
-        instance_on=False,
-        resize_before_semantic=resize_before,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.8,
-        detections_per_image=25,
-        thing_classes=None,
-    )
+    options = PostprocessOptions(num_classes=7, resize_before_semantic=resize_before)
     sizes = ((52, 68), (45, 60), output)
-    ours = postprocess_image(class_logits, mask_logits, *sizes, query_chunk_size=4, **kwargs)
-    plain = postprocess_all_queries(class_logits, mask_logits, *sizes, **kwargs)
+    ours = postprocess_image(class_logits, mask_logits, *sizes, options)
+    plain = postprocess_all_queries(class_logits, mask_logits, *sizes, options)
     assert set(ours) == {"sem_seg"}
     assert torch.allclose(ours["sem_seg"], plain["sem_seg"], rtol=1e-5, atol=1e-5)
     # detectron2's way: resize the masks or the K-channel map to the output
@@ -324,3 +325,49 @@ def test_model_rejects_bad_image():
     model = tiny_maskformer().eval()
     with pytest.raises(ValueError, match=r"batched_inputs\[1\]\['image'\]"):
         model([{"image": torch.zeros(3, 8, 8, dtype=torch.uint8)}, {"image": torch.zeros(8, 8)}])
+
+
+def test_bfloat16_inference_of_the_quickstart_model_stays_close_to_float32():
+    config = QUICKSTART / "panoptic_R18_synthetic.yaml"
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", "DATASETS.TEST", "[]"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    assert model.inference_dtype == torch.float32
+    image = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        (fp32,) = model([{"image": image}])
+        model.inference_dtype = torch.bfloat16  # as MASK2FORMER.INFERENCE_DTYPE "bfloat16" sets it
+        (bf16,) = model([{"image": image}])
+    assert bf16["sem_seg"].dtype == torch.float32  # post-processing stays in float32
+    # stated tolerance: semantic scores (sums of probabilities, here up to ~3) within 0.1,
+    # and the per-pixel argmax agreeing on >= 95% of the pixels
+    assert (bf16["sem_seg"] - fp32["sem_seg"]).abs().max() < 0.1
+    assert (bf16["sem_seg"].argmax(0) == fp32["sem_seg"].argmax(0)).float().mean() > 0.95
+    assert bf16["instances"].pred_masks.shape == fp32["instances"].pred_masks.shape
+
+
+def test_inference_dtype_key_is_checked():
+    config = QUICKSTART / "panoptic_R18_synthetic_test.yaml"
+    cfg = build_config(str(config), ["MODEL.DEVICE", "cpu", "MASK2FORMER.INFERENCE_DTYPE", "float16"])
+    with pytest.raises(ValueError, match="MASK2FORMER.INFERENCE_DTYPE"):
+        build_model(cfg)
+    cfg.MASK2FORMER.INFERENCE_DTYPE = "bfloat16"
+    assert build_model(cfg).inference_dtype == torch.bfloat16
+
+
+def test_postprocessing_core_needs_only_torch():
+    # The exported-model runner loads the module on its own, without detectron2 or the
+    # rest of the package (whose __init__ registers detectron2 components).
+    script = f"""
+import importlib.util, sys
+sys.modules["detectron2"] = None  # any import of detectron2 now fails
+spec = importlib.util.spec_from_file_location("postprocessing", {str(ROOT / "mask2former" / "postprocessing.py")!r})
+core = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(core)
+import torch
+options = core.PostprocessOptions(num_classes=2, panoptic_on=True, instance_on=True, detections_per_image=3)
+result = core.postprocess_image(torch.randn(4, 3), torch.randn(4, 8, 8), (32, 32), (30, 29), (30, 29), options)
+assert set(result) == {{"sem_seg", "panoptic_seg", "instances"}}
+assert not any(name.startswith(("detectron2", "mask2former")) for name in sys.modules if sys.modules[name])
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)

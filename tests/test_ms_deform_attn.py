@@ -22,6 +22,13 @@ needs_kernel = pytest.mark.skipif(
 )
 
 
+def _skip_without_cuda_kernel():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if not _extension.supports(torch.device("cuda")):
+        pytest.skip("mask2former._C was built without CUDA (build with a GPU visible or FORCE_CUDA=1)")
+
+
 def level_layout(shapes):
     """(spatial_shapes (L, 2), level_start_index (L,), S) for a list of (H, W)."""
     spatial_shapes = torch.tensor(shapes, dtype=torch.int64)
@@ -240,10 +247,7 @@ def test_kernel_rejects_levels_outside_value():
     "dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-4), (torch.float16, 2e-2), (torch.bfloat16, 5e-2)]
 )
 def test_cuda_kernel_matches_cpu_kernel(dtype, atol):
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    if not _extension.supports(torch.device("cuda")):
-        pytest.skip("mask2former._C was built without CUDA (build with a GPU visible or FORCE_CUDA=1)")
+    _skip_without_cuda_kernel()
     case = random_case(2, [(9, 11), (5, 6), (3, 3)], 4, 32, 50, 4, dtype=torch.float64, seed=6)
     case = tuple(t.to(dtype) if t.is_floating_point() else t for t in case)
     grad_output = torch.randn(2, 50, 4 * 32, dtype=torch.float64).to(dtype)
@@ -260,6 +264,40 @@ def test_cuda_kernel_matches_cpu_kernel(dtype, atol):
         assert got.dtype == dtype
         scale = max(1.0, want.abs().max().item())
         torch.testing.assert_close(got.double().cpu() / scale, want / scale, rtol=atol, atol=atol)
+
+
+@needs_kernel
+def test_cuda_kernel_gradcheck_float64():
+    _skip_without_cuda_kernel()
+    value, spatial_shapes, starts, locations, weights = random_case(2, [(3, 4), (2, 1)], 2, 3, 4, 2, seed=3)
+    # keep locations away from pixel edges, where bilinear interpolation has kinks
+    locations = (locations * torch.tensor([4.0, 3.0], dtype=torch.float64)).round() / torch.tensor(
+        [4.0, 3.0], dtype=torch.float64
+    ) + 0.07
+    shapes, starts = spatial_shapes.cuda(), starts.cuda()
+    inputs = [t.cuda().detach().requires_grad_() for t in (value, locations, weights)]
+    assert torch.autograd.gradcheck(
+        lambda v, loc, w: torch.ops.mask2former.ms_deform_attn(v, shapes, starts, loc, w), inputs
+    )
+
+
+@needs_kernel
+def test_cuda_layer_under_float16_autocast():
+    _skip_without_cuda_kernel()
+    torch.manual_seed(0)
+    layer = MSDeformAttn(d_model=64, n_levels=2, n_heads=4, n_points=4).cuda()
+    spatial_shapes, starts, S = level_layout([(12, 16), (6, 8)])
+    spatial_shapes, starts = spatial_shapes.cuda(), starts.cuda()
+    query = torch.randn(2, 30, 64, device="cuda")
+    reference_points = torch.rand(2, 30, 2, 2, device="cuda")
+    source = torch.randn(2, S, 64, device="cuda")
+    expected = layer(query, reference_points, source, spatial_shapes, starts)
+    with torch.autocast("cuda", dtype=torch.float16):
+        out = layer(query, reference_points, source, spatial_shapes, starts)
+    out.float().sum().backward()
+    assert torch.isfinite(out).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
 
 
 # ----------------------------------------------------------------------------- tracing

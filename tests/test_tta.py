@@ -12,6 +12,7 @@ from detectron2.modeling import Backbone, build_model
 
 from mask2former.modeling import MaskFormerWithTTA, QueryFusion
 from mask2former.modeling.meta_arch.maskformer_model import MaskFormer
+from mask2former.postprocessing import PostprocessOptions
 
 from maskformer_standins import tiny_cfg
 
@@ -157,19 +158,14 @@ def _colour_maskformer():
         backbone=_PoolBackbone(),
         sem_seg_head=_ShuffledColourQueries(),
         criterion=None,
-        num_classes=3,
         num_queries=6,
-        object_mask_threshold=0.8,
-        overlap_threshold=0.8,
         metadata=Metadata(thing_dataset_id_to_contiguous_id={1: 0, 2: 1, 3: 2}),
         size_divisibility=32,
-        sem_seg_postprocess_before_inference=True,
         pixel_mean=[0.0, 0.0, 0.0],
         pixel_std=[255.0, 255.0, 255.0],
-        semantic_on=True,
-        panoptic_on=True,
-        instance_on=True,
-        test_topk_per_image=3,
+        postprocess=PostprocessOptions(  # semantic on, thresholds 0.8 by default
+            num_classes=3, panoptic_on=True, instance_on=True, detections_per_image=3, thing_classes=frozenset({0, 1, 2})
+        ),
     ).eval()
 
 

@@ -125,8 +125,9 @@ def analyze_parameters(model) -> Dict[str, float]:
     return {"parameters (M)": counts[""] / 1e6}
 
 
-def analyze_flops(model, image) -> Dict[str, float]:
-    analysis = FlopCountAnalysis(TensorOutputs(model), (image,))
+def flop_analysis(module, inputs) -> FlopCountAnalysis:
+    """fvcore's count for `module(*inputs)` with this project's op handles, warnings off."""
+    analysis = FlopCountAnalysis(module, inputs)
     analysis.set_op_handle(**{name: None for name in _IGNORED_OPS})
     analysis.set_op_handle(
         **{
@@ -141,6 +142,11 @@ def analyze_flops(model, image) -> Dict[str, float]:
     )
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     analysis.tracer_warnings("none")
+    return analysis
+
+
+def analyze_flops(model, image) -> Dict[str, float]:
+    analysis = flop_analysis(TensorOutputs(model), (image,))
     print(flop_count_table(analysis, max_depth=2))
     skipped = Counter(analysis.unsupported_ops())
     if skipped:

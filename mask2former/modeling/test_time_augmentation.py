@@ -39,7 +39,8 @@ def _is_flipped(transforms) -> bool:
 
 def _is_on(model: nn.Module, *tasks: str) -> bool:
     """Whether `model` produces the results of any of `tasks` ("semantic", "panoptic", "instance")."""
-    return any(getattr(model, f"{task}_on", False) for task in tasks)
+    options = getattr(model, "postprocess_options", model)  # MaskFormer keeps them in one object
+    return any(getattr(options, f"{task}_on", False) for task in tasks)
 
 
 class QueryFusion:

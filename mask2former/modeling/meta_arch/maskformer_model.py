@@ -1,4 +1,5 @@
 """The Mask2Former meta-architecture: backbone + mask-classification head + set criterion."""
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -14,14 +15,19 @@ from detectron2.structures import BitMasks, ImageList
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
 from ..postprocessing import (
+    PostprocessOptions,
     QueryMaskUpsampler,
     QueryPredictions,
+    as_detectron2_results,
     postprocess_image,
     results_from_upsampled_masks,
     semantic_inference,
+    thing_classes_of,
 )
 
-__all__ = ["MaskFormer"]
+__all__ = ["MaskFormer", "INFERENCE_DTYPES"]
+
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @META_ARCH_REGISTRY.register()
@@ -44,68 +50,52 @@ class MaskFormer(nn.Module):
         backbone: Backbone,
         sem_seg_head: nn.Module,
         criterion: SetCriterion,
-        num_classes: int,
         num_queries: int,
-        object_mask_threshold: float,
-        overlap_threshold: float,
         metadata: Metadata,
         size_divisibility: int,
-        sem_seg_postprocess_before_inference: bool,
         pixel_mean: Tuple[float],
         pixel_std: Tuple[float],
-        semantic_on: bool = True,
-        panoptic_on: bool = False,
-        instance_on: bool = False,
-        test_topk_per_image: int = 100,
-        query_chunk_size: int = 16,
+        postprocess: PostprocessOptions,
+        inference_dtype: torch.dtype = torch.float32,
     ):
         """
         Args:
             backbone: detectron2 backbone producing the features the head reads.
             sem_seg_head: maps features to {"pred_logits", "pred_masks", "aux_outputs"}.
             criterion: computes the unweighted losses; its `weight_dict` weights them.
-            num_classes: K, without "no object".
             num_queries: Q; accepted for the published constructor interface, not needed
                 here (the head produces the queries).
-            object_mask_threshold, overlap_threshold: panoptic thresholds.
-            metadata: dataset metadata; `thing_dataset_id_to_contiguous_id` tells thing
-                classes apart (if missing, panoptic treats every class as a thing and
-                instance results are not filtered).
+            metadata: dataset metadata (of the first test dataset).
             size_divisibility: pad the batch to a multiple of this.
-            sem_seg_postprocess_before_inference: resize masks to the output size before
-                the semantic sum (otherwise the K-channel map is resized afterwards).
             pixel_mean, pixel_std: per-channel normalisation, in the input channel order.
-            semantic_on, panoptic_on, instance_on: which results inference produces.
-            test_topk_per_image: detections per image of the instance result.
-            query_chunk_size: queries upsampled at a time for panoptic and instance results.
+            postprocess: which results inference produces and how (number of classes,
+                thresholds, thing classes, ...).
+            inference_dtype: torch.float32, or torch.bfloat16 to run the network under
+                bfloat16 autocast at inference (post-processing stays in float32).
         """
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
         self.criterion = criterion
-        self.num_classes = num_classes
-        self.object_mask_threshold = object_mask_threshold
-        self.overlap_threshold = overlap_threshold
         self.metadata = metadata
         if size_divisibility < 0:
             size_divisibility = backbone.size_divisibility
         self.size_divisibility = size_divisibility
-        self.sem_seg_postprocess_before_inference = sem_seg_postprocess_before_inference
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
+        if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
         # A zero or non-finite std turns every image into inf/NaN, which would surface
-        # much later as a "diverged" matcher cost.
-        if not (torch.isfinite(self.pixel_std).all() and (self.pixel_std != 0).all()):
+        # much later as a "diverged" matcher cost. (Checked on the Python values: the
+        # model may be built on the meta device, where tensors hold no values.)
+        if not all(math.isfinite(s) and s != 0 for s in pixel_std):
             raise ValueError(f"MODEL.PIXEL_STD {list(pixel_std)} must be finite and non-zero")
-        if not torch.isfinite(self.pixel_mean).all():
+        if not all(math.isfinite(m) for m in pixel_mean):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} must be finite")
-        self.semantic_on = semantic_on
-        self.panoptic_on = panoptic_on
-        self.instance_on = instance_on
-        self.test_topk_per_image = test_topk_per_image
-        self.query_chunk_size = query_chunk_size
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
+        self.postprocess_options = postprocess
+        if inference_dtype not in INFERENCE_DTYPES.values():
+            raise ValueError(f"MaskFormer: inference_dtype must be one of {list(INFERENCE_DTYPES.values())}")
+        self.inference_dtype = inference_dtype
 
     @classmethod
     def from_config(cls, cfg):
@@ -141,28 +131,38 @@ class MaskFormer(nn.Module):
             metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         else:
             metadata = Metadata()
+        postprocess = PostprocessOptions(
+            num_classes=num_classes,
+            semantic_on=mf.TEST.SEMANTIC_ON,
+            panoptic_on=mf.TEST.PANOPTIC_ON,
+            instance_on=mf.TEST.INSTANCE_ON,
+            # Panoptic and instance results are defined on masks at the output size, and
+            # the semantic map is then taken from the same masks.
+            resize_before_semantic=(
+                mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
+            ),
+            object_mask_threshold=mf.TEST.OBJECT_MASK_THRESHOLD,
+            overlap_threshold=mf.TEST.OVERLAP_THRESHOLD,
+            detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+            thing_classes=thing_classes_of(metadata),
+        )
+        if cfg.MASK2FORMER.INFERENCE_DTYPE not in INFERENCE_DTYPES:
+            raise ValueError(
+                f"MASK2FORMER.INFERENCE_DTYPE must be one of {sorted(INFERENCE_DTYPES)}, "
+                f"got {cfg.MASK2FORMER.INFERENCE_DTYPE!r}"
+            )
         return {
+            "inference_dtype": INFERENCE_DTYPES[cfg.MASK2FORMER.INFERENCE_DTYPE],
             "backbone": backbone,
             "sem_seg_head": sem_seg_head,
             "criterion": criterion,
-            "num_classes": num_classes,
             "num_queries": mf.NUM_OBJECT_QUERIES,
-            "object_mask_threshold": mf.TEST.OBJECT_MASK_THRESHOLD,
-            "overlap_threshold": mf.TEST.OVERLAP_THRESHOLD,
             "metadata": metadata,
             # The backbone may need a coarser padding than the configured one (e.g. Swin windows).
             "size_divisibility": max(mf.SIZE_DIVISIBILITY, backbone.size_divisibility),
-            # Panoptic and instance results are defined on masks at the output size, and
-            # the semantic map is then taken from the same masks.
-            "sem_seg_postprocess_before_inference": (
-                mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE or mf.TEST.PANOPTIC_ON or mf.TEST.INSTANCE_ON
-            ),
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
-            "semantic_on": mf.TEST.SEMANTIC_ON,
-            "panoptic_on": mf.TEST.PANOPTIC_ON,
-            "instance_on": mf.TEST.INSTANCE_ON,
-            "test_topk_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "postprocess": postprocess,
         }
 
     @property
@@ -183,15 +183,20 @@ class MaskFormer(nn.Module):
             "panoptic_seg" (int32 (height, width), segments_info) and/or "instances".
         """
         images = self.preprocess_images(batched_inputs)
-        features = self.backbone(images.tensor)
-        outputs = self.sem_seg_head(features)
-
         if self.training:
+            outputs = self.sem_seg_head(self.backbone(images.tensor))
             targets = self.prepare_targets(batched_inputs, images)
             losses = self.criterion(outputs, targets)
             weights = self.criterion.weight_dict
             return {name: loss * weights[name] for name, loss in losses.items() if name in weights}
-        return self.inference(outputs, batched_inputs, images)
+        return self.inference(self.network_outputs(images.tensor), batched_inputs, images)
+
+    def network_outputs(self, images: torch.Tensor) -> Dict:
+        """Backbone and head at inference, in `inference_dtype`; the final class and mask
+        logits are returned in float32 for post-processing."""
+        with torch.autocast(self.device.type, dtype=self.inference_dtype, enabled=self.inference_dtype != torch.float32):
+            outputs = self.sem_seg_head(self.backbone(images))
+        return dict(outputs, pred_logits=outputs["pred_logits"].float(), pred_masks=outputs["pred_masks"].float())
 
     def preprocess_images(self, batched_inputs) -> ImageList:
         """Normalise each image and pad the batch (with zeros after normalisation)."""
@@ -243,18 +248,14 @@ class MaskFormer(nn.Module):
 
     def thing_classes(self) -> Optional[frozenset]:
         """Contiguous ids of thing classes, or None if the metadata does not say."""
-        mapping = getattr(self.metadata, "thing_dataset_id_to_contiguous_id", None)
-        if mapping is None:
-            return None
-        return frozenset(int(v) for v in mapping.values())
+        return self.postprocess_options.thing_classes
 
     def predict_queries(self, batched_inputs) -> List[QueryPredictions]:
         """Inference without post-processing: per image, the class logits of every query and
         an upsampler of their mask logits to the requested output size (for test-time
         augmentation, which fuses the queries of several views)."""
         images = self.preprocess_images(batched_inputs)
-        outputs = self.sem_seg_head(self.backbone(images.tensor))
-        return self._query_predictions(outputs, batched_inputs, images)
+        return self._query_predictions(self.network_outputs(images.tensor), batched_inputs, images)
 
     def _query_predictions(self, outputs, batched_inputs, images: ImageList) -> List[QueryPredictions]:
         padded_size = tuple(images.tensor.shape[-2:])
@@ -271,7 +272,7 @@ class MaskFormer(nn.Module):
         `upsampled_mask_logits` (Q, height, width), the masks of `predictions` at the output
         size, when the model takes the semantic scores from masks at that size (test-time
         augmentation upsamples them anyway)."""
-        if self.sem_seg_postprocess_before_inference:
+        if self.postprocess_options.resize_before_semantic:
             return semantic_inference(predictions.class_logits, upsampled_mask_logits)
         return self.postprocess(predictions, semantic_on=True, panoptic_on=False, instance_on=False)["sem_seg"]
 
@@ -287,35 +288,13 @@ class MaskFormer(nn.Module):
     ) -> Dict:
         """The results of one image; each task defaults to whether the model has it on."""
         masks = predictions.masks
-        return postprocess_image(
-            predictions.class_logits,
-            masks.mask_logits,
-            masks.padded_size,
-            masks.image_size,
-            masks.output_size,
-            num_classes=self.num_classes,
-            semantic_on=self.semantic_on if semantic_on is None else semantic_on,
-            panoptic_on=self.panoptic_on if panoptic_on is None else panoptic_on,
-            instance_on=self.instance_on if instance_on is None else instance_on,
-            resize_before_semantic=self.sem_seg_postprocess_before_inference,
-            object_mask_threshold=self.object_mask_threshold,
-            overlap_threshold=self.overlap_threshold,
-            detections_per_image=self.test_topk_per_image,
-            thing_classes=self.thing_classes(),
-            query_chunk_size=self.query_chunk_size,
+        options = self.postprocess_options.with_tasks(semantic_on, panoptic_on, instance_on)
+        result = postprocess_image(
+            predictions.class_logits, masks.mask_logits, masks.padded_size, masks.image_size, masks.output_size, options
         )
+        return as_detectron2_results(result)
 
     def postprocess_upsampled(self, class_logits, mask_logits) -> Dict:
         """Panoptic and instance results (those the model has on) from class logits (Q, K+1)
         and mask logits (Q, height, width) already at the output size."""
-        return results_from_upsampled_masks(
-            class_logits,
-            mask_logits,
-            num_classes=self.num_classes,
-            panoptic_on=self.panoptic_on,
-            instance_on=self.instance_on,
-            object_mask_threshold=self.object_mask_threshold,
-            overlap_threshold=self.overlap_threshold,
-            detections_per_image=self.test_topk_per_image,
-            thing_classes=self.thing_classes(),
-        )
+        return as_detectron2_results(results_from_upsampled_masks(class_logits, mask_logits, self.postprocess_options))

@@ -170,7 +170,11 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             1,
         )
         device = src_flatten.device
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+        # One scalar tensor per size rather than torch.as_tensor(shapes), which torch.export
+        # would bake in as the example input's sizes instead of keeping them symbolic.
+        spatial_shapes = torch.stack(
+            [torch.full((), size, dtype=torch.long, device=device) for shape in shapes for size in shape]
+        ).view(-1, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = encoder_reference_points(shapes, self.num_feature_levels, device)
         reference_points = reference_points.expand(src_flatten.shape[0], -1, -1, -1)
@@ -318,12 +322,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
             multi_scale_features: three (B, conv_dim, h, w) maps, coarsest first.
         """
         check_features(features, self.input_shape, type(self).__name__)
-        # The deformable encoder runs in float32 even under mixed precision.
+        # The deformable encoder trains in float32 even under mixed precision; at inference
+        # it follows the autocast dtype (MASK2FORMER.INFERENCE_DTYPE).
         device_type = next(iter(features.values())).device.type
-        with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward_features_fp32(features)
+        enabled = torch.is_autocast_enabled(device_type) and not self.training
+        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), enabled=enabled):
+            return self._forward_features(features)
 
-    def _forward_features_fp32(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
+    def _forward_features(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
         srcs, pos = [], []
         for level, name in enumerate(self.transformer_in_features[::-1]):
             x = features[name].float()

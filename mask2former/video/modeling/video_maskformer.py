@@ -128,7 +128,7 @@ class VideoMaskFormer(MaskFormer):
         linker = ClipLinker(len(frames))
         for start, end in clip_ranges(len(frames), self.clip_length, self.clip_overlap):
             images = self.preprocess_images([{"image": f} for f in frames[start:end]])
-            outputs = self.sem_seg_head(self.backbone(images.tensor))
+            outputs = self.network_outputs(images.tensor)
             linker.add(start, outputs["pred_logits"][0], outputs["pred_masks"][0])
             del outputs
         image_size = images.image_sizes[0]

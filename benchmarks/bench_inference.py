@@ -1,0 +1,269 @@
+"""Inference time by stage (backbone, pixel decoder, transformer decoder, post-processing),
+against the machine's measured matrix-multiply peak.
+
+For a config (default: the published R50 COCO panoptic one, random weights) and an input
+size (default 800x1088), each stage's median time, its multiply-adds (fvcore, counted as
+`tools/analyze_model.py` counts them), the achieved GFLOP/s (2 flops per multiply-add)
+and that as a fraction of the matrix-multiply peak measured in the same run (square
+products of 2048, the `--dtype`). The network's class and mask outputs are replaced by
+predictions that keep 10-20 panoptic segments and ~50 instances (as
+`bench_postprocessing.py` builds them), since random weights keep none. Peak memory is the
+process's peak resident size during the calls (model weights included).
+
+Each timed code runs in fresh processes; `--compare-to REV` also times that git revision's
+code (its `mask2former/`, with this checkout's compiled op), alternating process by process,
+and prints the ratios.
+
+    python benchmarks/bench_inference.py [--dtype bfloat16] [--compare-to main] [--size 800 1088]
+        [--config-file CFG] [--repeats 2] [--rounds 2] [--threads N] [KEY VALUE ...]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools")]
+
+from bench_postprocessing import current_rss_bytes, make_inputs, peak_rss_bytes  # noqa: E402
+
+DEFAULT_CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
+STAGES = ("backbone", "pixel_decoder", "transformer_decoder", "postprocessing")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def build(config_file, opts, device):
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from mask2former.config import add_deeplab_config, add_maskformer2_config
+
+    cfg = get_cfg()
+    add_deeplab_config(cfg)
+    add_maskformer2_config(cfg)
+    cfg.merge_from_file(str(ROOT / config_file))
+    cfg.merge_from_list(opts)
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = ""
+    torch.manual_seed(0)
+    return build_model(cfg).eval().requires_grad_(False)
+
+
+def random_batch(size, device):
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, *size), dtype=torch.uint8, generator=g).to(device)
+    return [{"image": image, "height": size[0], "width": size[1]}]
+
+
+def planted(outputs):
+    """The network's outputs with its final predictions replaced by ones that keep segments."""
+    _, num_queries, num_classes_1 = outputs["pred_logits"].shape
+    h, w = outputs["pred_masks"].shape[-2:]
+    class_logits, mask_logits = make_inputs(outputs["pred_masks"].device, num_queries, num_classes_1 - 1, (4 * h, 4 * w))
+    return dict(outputs, pred_logits=class_logits[None], pred_masks=mask_logits[None])
+
+
+def timed_stages(model, batch, dtype):
+    """One inference, stage by stage (the model's `forward` does the same in one go)."""
+    device = model.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = {}
+    images = model.preprocess_images(batch)
+    head = model.sem_seg_head
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        sync()
+        start = time.perf_counter()
+        features = model.backbone(images.tensor)
+        sync()
+        times["backbone"] = time.perf_counter() - start
+        start = time.perf_counter()
+        mask_features, _, multi_scale = head.pixel_decoder.forward_features(features)
+        sync()
+        times["pixel_decoder"] = time.perf_counter() - start
+        start = time.perf_counter()
+        outputs = head.predictor(multi_scale, mask_features, None)
+        sync()
+        times["transformer_decoder"] = time.perf_counter() - start
+    outputs = planted({k: v.float() for k, v in outputs.items() if k != "aux_outputs"})
+    start = time.perf_counter()
+    results = model.inference(outputs, batch, images)
+    sync()
+    times["postprocessing"] = time.perf_counter() - start
+    return times, results
+
+
+def worker(args):
+    """Times `--repeats` inferences (after one warm-up) of the code on sys.path; prints JSON."""
+    dtype = DTYPES[args.dtype]
+    model = build(args.config_file, args.opts, args.device)
+    batch = random_batch(args.size, args.device)
+    with torch.no_grad():
+        timed_stages(model, batch, dtype)
+        before = torch.cuda.memory_allocated() if args.device == "cuda" else current_rss_bytes()
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            with open("/proc/self/clear_refs", "w") as f:  # restart the peak resident size
+                f.write("5")
+        runs = []
+        for _ in range(args.repeats):
+            times, results = timed_stages(model, batch, dtype)
+            runs.append(times)
+            del results
+    peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else peak_rss_bytes()
+    print(json.dumps({"runs": runs, "peak_bytes": peak, "before_bytes": before}))
+
+
+def matmul_peak(dtype, device, n=2048, repeats=3):
+    """Best GFLOP/s of an n x n x n product in `dtype`."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def stage_macs(args):
+    """Multiply-adds of the three network stages (fvcore, float32 trace)."""
+    from analyze_model import flop_analysis
+
+    model = build(args.config_file, args.opts, args.device)
+    images = model.preprocess_images(random_batch(args.size, args.device)).tensor
+    head = model.sem_seg_head
+    names = list(model.backbone.output_shape())
+
+    class Backbone(torch.nn.Module):
+        def forward(self, x):
+            features = model.backbone(x)
+            return tuple(features[k] for k in names)
+
+    class PixelDecoder(torch.nn.Module):
+        def forward(self, *features):
+            mask_features, _, multi_scale = head.pixel_decoder.forward_features(dict(zip(names, features)))
+            return (mask_features, *multi_scale)
+
+    class TransformerDecoder(torch.nn.Module):
+        def forward(self, mask_features, *multi_scale):
+            outputs = head.predictor(list(multi_scale), mask_features, None)
+            return outputs["pred_logits"], outputs["pred_masks"]
+
+    with torch.no_grad():
+        features = Backbone()(images)
+        decoded = PixelDecoder()(*features)
+        return {
+            "backbone": flop_analysis(Backbone(), (images,)).total(),
+            "pixel_decoder": flop_analysis(PixelDecoder(), features).total(),
+            "transformer_decoder": flop_analysis(TransformerDecoder(), decoded).total(),
+        }
+
+
+def code_checkout(rev, workdir):
+    """`mask2former/` of git revision `rev` under `workdir`, with this checkout's compiled op."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "mask2former"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(workdir)], input=archive, check=True)
+    for library in (ROOT / "mask2former").glob("_C*.so"):
+        shutil.copy(library, Path(workdir) / "mask2former" / library.name)
+    return str(workdir)
+
+
+def timing_parser(description, default_config):
+    """Command line shared by the benchmarks that time this checkout against a revision."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default=default_config)
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--compare-to", metavar="GIT_REV", help="also time this revision's code, alternating")
+    parser.add_argument("--rounds", type=int, default=2, help="processes per code")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser
+
+
+def time_alternately(compare_to, rounds, run_one):
+    """{label: [run_one(code_root) per round]} for this checkout and, if `compare_to` is
+    set, that revision's code, one process per code and round in turn."""
+    codes = {"this checkout": str(ROOT)}
+    with tempfile.TemporaryDirectory() as workdir:
+        if compare_to:
+            codes[compare_to] = code_checkout(compare_to, workdir)
+        results = {label: [] for label in codes}
+        for _ in range(rounds):
+            for label, code_root in codes.items():
+                results[label].append(run_one(code_root))
+    return results
+
+
+def run_worker(args, code_root):
+    env = dict(os.environ, PYTHONPATH=code_root, MALLOC_MMAP_THRESHOLD_="131072")
+    command = [sys.executable, __file__, "--worker", "--dtype", args.dtype, "--device", args.device]
+    command += ["--config-file", args.config_file, "--size", *map(str, args.size), "--repeats", str(args.repeats)]
+    command += ["--threads", str(args.threads), *args.opts]
+    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=code_root).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def summarize(results):
+    runs = [run for r in results for run in r["runs"]]
+    medians = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
+    medians["total"] = statistics.median(sum(run.values()) for run in runs)
+    return medians, max(r["peak_bytes"] for r in results), max(r["before_bytes"] for r in results)
+
+
+def print_table(label, medians, peak_bytes, before_bytes, macs, peak_gflops):
+    print(f"\n{label}")
+    print(f"{'stage':<20}{'median s':>10}{'GMAC':>9}{'GFLOP/s':>10}{'of peak':>9}")
+    for stage in (*STAGES, "total"):
+        seconds = medians[stage]
+        if stage in macs:
+            gflops = 2 * macs[stage] / seconds / 1e9
+            print(f"{stage:<20}{seconds:>10.3f}{macs[stage] / 1e9:>9.1f}{gflops:>10.1f}{gflops / peak_gflops:>9.0%}")
+        else:
+            print(f"{stage:<20}{seconds:>10.3f}{'-':>9}{'-':>10}{'-':>9}")
+    print(f"peak memory during the calls: {peak_bytes / 2**30:.2f} GiB ({before_bytes / 2**30:.2f} GiB before them)")
+
+
+def main():
+    parser = timing_parser(__doc__, DEFAULT_CONFIG)
+    parser.add_argument("--size", type=int, nargs=2, default=[800, 1088], metavar=("H", "W"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--repeats", type=int, default=2, help="timed inferences per process")
+    parser.add_argument("--no-flops", action="store_true", help="skip the fvcore count")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        worker(args)
+        return
+
+    peaks = {name: matmul_peak(d, args.device) for name, d in DTYPES.items()}
+    print(
+        f"{args.config_file} at {args.size[0]}x{args.size[1]}, {args.dtype}, {args.device}, {args.threads} threads; "
+        + ", ".join(f"matmul peak {name} {gflops:.0f} GFLOP/s" for name, gflops in peaks.items())
+    )
+    macs = {} if args.no_flops else stage_macs(args)
+    results = time_alternately(args.compare_to, args.rounds, lambda code_root: run_worker(args, code_root))
+    summaries = {label: summarize(r) for label, r in results.items()}
+    for label, summary in summaries.items():
+        print_table(label, *summary, macs, peaks[args.dtype])
+    if args.compare_to:
+        ours, theirs = summaries["this checkout"][0], summaries[args.compare_to][0]
+        print(f"\ntime ratio this checkout / {args.compare_to} (same run, alternating processes):")
+        print("  " + ", ".join(f"{stage} {ours[stage] / theirs[stage]:.2f}x" for stage in (*STAGES, "total")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The benchmark scripts run end to end on the tiny config (their numbers are not checked:
+no timing assertions)."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "configs/quickstart/panoptic_R18_synthetic_test.yaml"
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, check=True, capture_output=True, text=True, timeout=300
+    ).stdout
+
+
+def test_bench_inference_prints_every_stage():
+    out = run_script(
+        "benchmarks/bench_inference.py", "--config-file", TINY, "--size", "64", "96",
+        "--repeats", "1", "--rounds", "1", "--dtype", "bfloat16",
+    )
+    for stage in ("backbone", "pixel_decoder", "transformer_decoder", "postprocessing", "total"):
+        assert f"\n{stage} " in out, out
+    assert "matmul peak float32" in out and "peak memory during the calls" in out
+
+
+def test_bench_train_step_prints_every_phase():
+    out = run_script(
+        "benchmarks/bench_train_step.py", "--config-file", TINY, "--iters", "1", "--rounds", "1",
+        "--objects", "6", "SOLVER.IMS_PER_BATCH", "2",
+    )
+    for phase in ("data", "backbone", "matcher", "criterion", "backward", "optimizer", "total"):
+        assert f"\n{phase} " in out, out
