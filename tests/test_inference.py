@@ -21,7 +21,7 @@ from mask2former.postprocessing import (
     PostprocessOptions,
     QueryMaskUpsampler,
     instance_inference,
-    masks_to_boxes,
+    mask_bounding_boxes,
     panoptic_inference,
     postprocess_all_queries,
     postprocess_image,
@@ -165,7 +165,7 @@ def test_instance_masks_scores_and_boxes():
     assert inst.pred_classes.tolist() == [1, 0, 2]
 
 
-def test_masks_to_boxes_matches_bitmasks():
+def test_mask_bounding_boxes_matches_bitmasks():
     g = torch.Generator().manual_seed(0)
     masks = torch.zeros(6, 23, 31, dtype=torch.bool)
     for i in range(5):
@@ -174,8 +174,8 @@ def test_masks_to_boxes_matches_bitmasks():
         masks[i, y0 : y0 + h, x0 : x0 + w] = True
     masks[2] |= torch.rand(23, 31, generator=g) > 0.97  # scattered pixels
     expected = BitMasks(masks).get_bounding_boxes().tensor
-    assert torch.equal(masks_to_boxes(masks), expected)
-    assert masks_to_boxes(masks[:0]).shape == (0, 4)
+    assert torch.equal(mask_bounding_boxes(masks), expected)
+    assert mask_bounding_boxes(masks[:0]).shape == (0, 4)
 
 
 def test_semantic_argmax():
