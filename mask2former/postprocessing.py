@@ -233,41 +233,43 @@ def banded_semantic_inference(
         mask_logits (Tensor): (Q, h, w) low-resolution logits.
         padded_size, image_size: (H, W) of the padded batch and of the image inside it.
         output_size: (height, width) to resize to after the crop; None keeps the image size.
-        band_bytes (int): upper bound of the two (Q, rows, width) float buffers of a band;
+        band_bytes (int): upper bound of the (rows, width, Q) float buffer of a band;
             large bands keep the matrix products efficient.
 
     Returns:
         Tensor: (K, height, width).
     """
     num_queries, low_h = mask_logits.shape[:2]
+    if output_size is not None and tuple(output_size) == tuple(image_size):
+        output_size = None  # resizing to the same size changes nothing
     out_h, out_w = output_size if output_size is not None else image_size
-    mask_logits = mask_logits.clamp(min=_SEMANTIC_MIN_MASK_LOGIT)
-    # width first, at the low height, laid out (h, Q, W_out) so that a band of output rows
-    # is one matrix product of the row weights with a few low-resolution rows
-    wide = F.interpolate(mask_logits, size=padded_size[1], mode="linear", align_corners=False)
+    # queries last (channels-last: PyTorch's resize vectorises across them), so that each
+    # band is one contiguous (pixels, Q) matrix for both the sigmoid and the query sum
+    masks = mask_logits.clamp(min=_SEMANTIC_MIN_MASK_LOGIT)[None].contiguous(memory_format=torch.channels_last)
+    # width first, at the low height
+    wide = F.interpolate(masks, size=(low_h, padded_size[1]), mode="bilinear", align_corners=False)
     wide = wide[..., : image_size[1]]
     if output_size is not None:
-        wide = F.interpolate(wide, size=out_w, mode="linear", align_corners=False)
-    wide = wide.transpose(0, 1).reshape(low_h, num_queries * out_w)
+        wide = F.interpolate(wide, size=(low_h, out_w), mode="bilinear", align_corners=False)
+    wide = wide[0].permute(1, 2, 0).reshape(low_h, out_w * num_queries)  # (h, W * Q)
     rows = _resize_matrix(low_h, padded_size[0], image_size[0], None if output_size is None else out_h, mask_logits.device)
     rows = rows.to(mask_logits.dtype)
     class_probs_t = F.softmax(class_logits, dim=-1)[:, :-1].T.contiguous()  # (K, Q)
     class_probs_t[class_probs_t < _SEMANTIC_MIN_CLASS_PROB] = 0
     semantic = mask_logits.new_empty((class_probs_t.shape[0], out_h * out_w))
-    band_rows = max(1, min(out_h, band_bytes // (2 * mask_logits.element_size() * num_queries * out_w)))
-    probs_buffer = mask_logits.new_empty(num_queries * band_rows * out_w)
+    band_rows = max(1, min(out_h, band_bytes // (mask_logits.element_size() * num_queries * out_w)))
+    band_buffer = mask_logits.new_empty(band_rows * out_w * num_queries)
     for r0 in range(0, out_h, band_rows):
         r1 = min(r0 + band_rows, out_h)
         weights = rows[r0:r1]
         used = weights.abs().sum(0).nonzero().flatten()  # the few low-res rows this band reads
         c0, c1 = int(used[0]), int(used[-1]) + 1
-        band = torch.mm(weights[:, c0:c1], wide[c0:c1]).view(r1 - r0, num_queries, out_w)
-        # queries first (in the same pass as the sigmoid), so that the band's query sum is
-        # one large product (per-row products run several times slower), written straight
-        # into the result
-        probs = probs_buffer[: num_queries * (r1 - r0) * out_w].view(num_queries, r1 - r0, out_w)
-        torch.sigmoid(band.transpose(0, 1), out=probs)
-        semantic[:, r0 * out_w : r1 * out_w].addmm_(class_probs_t, probs.view(num_queries, -1), beta=0)
+        band = band_buffer[: (r1 - r0) * out_w * num_queries].view(r1 - r0, out_w * num_queries)
+        torch.mm(weights[:, c0:c1], wide[c0:c1], out=band)
+        probs = band.sigmoid_().view(-1, num_queries)  # (pixels, Q)
+        # one large product per band (per-row products run several times slower), written
+        # straight into the result
+        semantic[:, r0 * out_w : r1 * out_w].addmm_(class_probs_t, probs.T, beta=0)
     return semantic.view(-1, out_h, out_w)
 
 
