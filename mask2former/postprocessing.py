@@ -292,8 +292,8 @@ def select_panoptic_queries(class_logits, num_classes, object_mask_threshold):
 
 
 class PanopticAssembler:
-    """Builds the panoptic segmentation of the kept queries from their mask logits, one band
-    of columns at a time.
+    """Builds the panoptic segmentation of the kept queries from their mask probabilities,
+    one band of columns at a time (every column must be added).
 
     Each pixel goes to the query with the largest score * mask probability; a segment
     keeps the pixels it wins where its own probability is >= 0.5, and is dropped when
@@ -310,7 +310,9 @@ class PanopticAssembler:
         self.scores, self.labels = scores, labels
         device = scores.device
         # per pixel: 1 + the winning query where the pixel is inside its own mask, else 0
-        self.owner = torch.zeros(tuple(output_size), dtype=torch.int32, device=device)
+        # every column is written by `add` when any query is kept (no zero-filling pass)
+        new = torch.empty if scores.shape[0] else torch.zeros
+        self.owner = new(tuple(output_size), dtype=torch.int32, device=device)
         self.won_area = torch.zeros(scores.shape[0], dtype=torch.int64, device=device)
         self.own_area = torch.zeros(scores.shape[0], dtype=torch.int64, device=device)
 
@@ -424,8 +426,9 @@ def mask_bounding_boxes(masks):
 
 class InstanceAssembler:
     """Builds the instances of selected (query, class) pairs from the mask logits of the
-    queries they use, one band of columns at a time: masks (logit > 0), boxes around them,
-    and scores = class score * mean mask probability inside the mask."""
+    queries they use, one band of columns at a time (every column must be added): masks
+    (logit > 0), boxes around them, and scores = class score * mean mask probability
+    inside the mask."""
 
     def __init__(self, mask_rows, num_masks, output_size, device):
         """
@@ -438,7 +441,8 @@ class InstanceAssembler:
         self.mask_rows = mask_rows
         self.output_size = (int(output_size[0]), int(output_size[1]))
         height, width = self.output_size
-        self.binary = torch.zeros((mask_rows.shape[0], height, width), dtype=torch.bool, device=device)
+        # every column is written by `add` (no zero-filling pass)
+        self.binary = torch.empty((mask_rows.shape[0], height, width), dtype=torch.bool, device=device)
         self.prob_sums = torch.zeros(num_masks, dtype=torch.float32, device=device)
         # pixels inside each mask per row and per column, as floats (a sum over bools would
         # make an int64 copy of its input); they give the areas and the boxes
