@@ -121,6 +121,15 @@ def test_panoptic_things_of_same_class_stay_separate_and_unknown_metadata_means_
     assert torch.all(seg[5:10, 6:8] == 3)
 
 
+def test_panoptic_ties_go_to_the_first_query():
+    # equal scores and equal masks: every pixel goes to the first of the two queries
+    box = box_mask(6, 7, range(1, 5), range(2, 6))
+    masks = torch.stack([box, box])
+    seg, info = panoptic_inference(torch.tensor([0.9, 0.9]), torch.tensor([1, 0]), masks, 0.8, frozenset({0, 1}))
+    assert info == [{"id": 1, "isthing": True, "category_id": 1}]
+    assert torch.equal(seg, (box > 0).int())
+
+
 def test_panoptic_nothing_kept_gives_void():
     class_logits, masks = overlapping_scene()
     queries, scores, labels = select_panoptic_queries(class_logits, 2, 0.99)
