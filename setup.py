@@ -46,6 +46,12 @@ def _op_extensions():
 
 ext_modules, cmdclass, torch_requirement = _op_extensions()
 
+
+def _requirements(path):
+    with open(path) as f:
+        return [line.split("#")[0].strip() for line in f if line.split("#")[0].strip()]
+
+
 setup(
     name="mask2former",
     version="0.1.0",
@@ -55,6 +61,7 @@ setup(
     # detectron2 (not on PyPI under that name) brings numpy, Pillow, opencv, pycocotools and
     # fvcore; panopticapi is installed beside it (panopticapi-lite declares numpy<2 but runs on 2).
     install_requires=torch_requirement + ["scipy"],
+    extras_require={"deploy": _requirements("requirements-deploy.txt")},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -23,10 +23,12 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 import tqdm
+from detectron2.data import MetadataCatalog
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 
 from mask2former.config import build_config
+from mask2former.modeling.postprocessing import as_detectron2_results
 from mask2former.predictor import Mask2FormerPredictor
 from mask2former.data.dataset_mappers.inputs import check_image_decodes
 from mask2former.utils.errors import UserInputError, run_reporting_errors
@@ -52,6 +54,28 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 _QUIT_KEYS = (27, ord("q"))  # Esc, q
 
 logger = logging.getLogger("mask2former.demo")
+
+
+class ExportedPredictor:
+    """`Mask2FormerPredictor`'s interface over an exported network: BGR images in, results
+    in the model's detectron2 format out (one image per network call)."""
+
+    def __init__(self, path: str, metadata):
+        from mask2former.deploy.export import metadata_path
+        from mask2former.deploy.runtime import load_metadata, load_network
+
+        self.network = load_network(path)
+        self.export_metadata = load_metadata(metadata_path(path))
+        self.metadata = metadata
+
+    def __call__(self, image_bgr: np.ndarray):
+        from mask2former.deploy.runtime import predict
+
+        result = predict(self.network, self.export_metadata, [np.ascontiguousarray(image_bgr[:, :, ::-1])])[0]
+        return as_detectron2_results(result)
+
+    def predict_batch(self, images):
+        return [self(image) for image in images]
 
 
 class DemoError(UserInputError):
@@ -99,6 +123,12 @@ def get_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=1, help="images or frames per forward pass"
     )
     parser.add_argument(
+        "--exported",
+        metavar="PATH",
+        help="run this exported model (tools/export_model.py; its meta.json beside it) instead "
+        "of building the model; the config then only names the dataset's categories",
+    )
+    parser.add_argument(
         "--opts",
         default=[],
         nargs=argparse.REMAINDER,
@@ -107,8 +137,10 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_cfg(args):
-    cfg = build_config(args.config_file, args.opts)
+def setup_cfg(args, extra_configs=()):
+    """The frozen config of the arguments; `extra_configs` are further `add_*_config`
+    functions (a video model's keys)."""
+    cfg = build_config(args.config_file, args.opts, extra_configs=extra_configs)
     if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
         raise DemoError(f"Weights file '{cfg.MODEL.WEIGHTS}' (MODEL.WEIGHTS) does not exist.")
     cfg.freeze()
@@ -381,7 +413,13 @@ def run(args) -> None:
         plan_image_outputs(files, args.output)
     if args.output and not args.webcam:
         check_writable_folder(output_folder(args.output, len(files or [])), "--output")
-    predictor = Mask2FormerPredictor(cfg, allow_partial_weights=args.allow_partial_weights)
+    if args.exported:
+        if not os.path.isfile(args.exported):
+            raise DemoError(f"Exported model '{args.exported}' (--exported) does not exist.")
+        metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0]) if len(cfg.DATASETS.TEST) else None
+        predictor = ExportedPredictor(args.exported, metadata)
+    else:
+        predictor = Mask2FormerPredictor(cfg, allow_partial_weights=args.allow_partial_weights)
     runner = DemoRunner(
         predictor, args.task, args.confidence_threshold, cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
     )

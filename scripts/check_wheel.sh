@@ -18,7 +18,9 @@ start=$(date +%s)
 "$PY" -m pip wheel -q . --no-deps --no-build-isolation -w "$WORK/dist"
 WHEEL=$(ls "$WORK"/dist/mask2former-*.whl)
 echo "built $(basename "$WHEEL") in $(( $(date +%s) - start )) s"
-"$PY" -m zipfile -l "$WHEEL" | grep -q 'mask2former/_C.*\.so' || { echo "FAILED: the wheel has no compiled op"; exit 1; }
+# (listed to a file first: under pipefail, grep -q closing the pipe early would fail the check)
+"$PY" -m zipfile -l "$WHEEL" >"$WORK/wheel-contents.txt"
+grep -q 'mask2former/_C.*\.so' "$WORK/wheel-contents.txt" || { echo "FAILED: the wheel has no compiled op"; exit 1; }
 
 "$PY" -m venv "$WORK/venv"
 SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -31,20 +33,15 @@ env -u PYTHONPATH "$WORK/venv/bin/python" - "$ROOT/configs/quickstart/panoptic_R
 import sys
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.projects.deeplab import add_deeplab_config
 
 import mask2former
+from mask2former.config import build_config
 from mask2former.ops import _extension
 
 assert "/venv/" in mask2former.__file__, f"mask2former imported from {mask2former.__file__}, not the wheel"
 assert _extension.is_available(), f"compiled op not loaded: {_extension.load_error()!r}"
-cfg = get_cfg()
-add_deeplab_config(cfg)
-mask2former.add_maskformer2_config(cfg)
-cfg.merge_from_file(sys.argv[1])
-cfg.MODEL.DEVICE = "cpu"
+cfg = build_config(sys.argv[1], ["MODEL.DEVICE", "cpu"])
 model = build_model(cfg).eval()
 with torch.no_grad():
     (out,) = model([{"image": torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8), "height": 96, "width": 128}])

@@ -1,6 +1,7 @@
 """Shared pieces of the predictor/demo/tools/checkpoint tests: a tiny real-model config,
 a small stand-in segmenter with the MaskFormer input/output convention (fast, and usable
 before the full model can be built), and generated images/videos."""
+import importlib.util
 from pathlib import Path
 
 import cv2
@@ -138,3 +139,11 @@ def write_config(path, cfg):
     """Dump `cfg` as a yaml that the demo and tools can read with --config-file."""
     Path(path).write_text(cfg.dump())
     return str(path)
+
+
+def load_script(relative_path, module_name):
+    """Import a script of the repository (e.g. "demo/demo.py") as a module."""
+    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / relative_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,5 @@
 """demo/demo.py on generated images and a generated video, with a stand-in segmenter
 (fast) and once through the command line with the real tiny model."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,18 +11,11 @@ import pytest
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from demo_test_utils import REPO_ROOT, base_cfg, make_image, stand_in_cfg, write_config, write_video
+from demo_test_utils import REPO_ROOT, base_cfg, load_script, make_image, stand_in_cfg, write_config, write_video
 from mask2former.utils.visualizer import all_class_names, resolve_task
 
 
-def _load_demo_module():
-    spec = importlib.util.spec_from_file_location("mask2former_demo", REPO_ROOT / "demo" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-demo = _load_demo_module()
+demo = load_script("demo/demo.py", "mask2former_demo")
 
 
 @pytest.fixture

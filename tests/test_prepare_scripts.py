@@ -80,7 +80,7 @@ def test_ade20k_panoptic_segments():
     wall = by_category[WALL]
     assert wall["area"] == int((ids == wall["id"]).sum()) == 12 * 16 - 16 - 42 - 8
     rgb = ade_pan.id_to_rgb(ids)
-    assert np.array_equal(rgb[..., 0].astype(int) + 256 * rgb[..., 1], ids)
+    assert np.array_equal(rgb[..., 0].astype(int) + 256 * rgb[..., 1].astype(int), ids)
 
 
 def test_ade20k_instance_errors_and_annotations():

@@ -175,11 +175,9 @@ class Trainer(DefaultTrainer):
                 cfg.DATALOADER.SAMPLER_TRAIN,
             )
             resumable = False
+        dicts = cls.train_dataset_dicts(cfg)
         if not resumable:
-            return build_detection_train_loader(cfg, mapper=mapper)
-        dicts = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
         dataset = IterationBatchDataset(
             DatasetFromList(dicts, copy=False, serialize=True),
             mapper,
@@ -189,6 +187,14 @@ class Trainer(DefaultTrainer):
             seed=run_seed(cfg),
         )
         return ResumableTrainLoader(dataset, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    @classmethod
+    def train_dataset_dicts(cls, cfg):
+        """The records of `DATASETS.TRAIN`, without images that have no annotation when
+        `DATALOADER.FILTER_EMPTY_ANNOTATIONS` is set."""
+        return get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -58,6 +58,17 @@ __all__ = [
     "register_synthetic_shapes",
     "register_synthetic_split",
     "ensure_split_dir",
+    # drawing helpers, shared with the synthetic video dataset
+    "render_sample",
+    "stuff_layout",
+    "stuff_texture",
+    "thing_painter",
+    "random_shape_form",
+    "draw_shape",
+    "soften",
+    "uniform_noise",
+    "encode_rle",
+    "bbox_xywh",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,7 +164,7 @@ def _pixel_grid(height, width):
     return yy, xx
 
 
-def _uniform_noise(rng, shape, amplitude):
+def uniform_noise(rng, shape, amplitude):
     """Noise in [-amplitude, amplitude] (triangular: the sum of two uniforms)."""
     return amplitude * (rng.random(shape) - rng.random(shape))
 
@@ -171,7 +182,7 @@ def _value_noise(rng, height, width, cell_y, cell_x, amplitude):
     return top * (1 - ty) + bottom * ty
 
 
-def _soften(image):
+def soften(image):
     """A 3x3 binomial blur (edge pixels repeated) of an (H, W, C) image, so that shape
     borders are not perfectly crisp."""
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
@@ -179,7 +190,7 @@ def _soften(image):
     return 0.25 * rows[:, :-2] + 0.5 * rows[:, 1:-1] + 0.25 * rows[:, 2:]
 
 
-def _stuff_texture(name, rng, height, width):
+def stuff_texture(name, rng, height, width):
     """(H, W, 3) float64 texture in [0, 1] for one stuff class."""
     yy, xx = _pixel_grid(height, width)
     jitter = rng.uniform(-0.06, 0.06, size=3)
@@ -191,7 +202,7 @@ def _stuff_texture(name, rng, height, width):
     elif name == "grass":
         base = np.array([0.25, 0.55, 0.18]) + jitter
         # noise stretched vertically reads as blades
-        blades = _value_noise(rng, height, width, 12, 2, 0.12) + _uniform_noise(rng, (height, width), 0.06)
+        blades = _value_noise(rng, height, width, 12, 2, 0.12) + uniform_noise(rng, (height, width), 0.06)
         texture = base + blades[..., None] * np.array([0.6, 1.0, 0.5])
     elif name == "water":
         base = np.array([0.10, 0.35, 0.60]) + jitter
@@ -213,7 +224,7 @@ _THING_HUE_SPREAD = 0.03
 _ANY_HUE_RATE = 0.15
 
 
-def _thing_painter(rng, name):
+def thing_painter(rng, name):
     """A random look for a thing of class ``name``: a colour of its hue family (or, rarely,
     any colour), solid, striped or graded. Returns ``paint(ys, xs, grain) -> (N, 3)``
     giving the colours of pixels at (ys, xs), with ``grain`` (N,) a per-pixel noise sample."""
@@ -248,22 +259,32 @@ def _polygon_mask(points, height, width):
     return mask.astype(bool)
 
 
-def _shape_mask(name, rng, height, width):
-    """A random shape of the given class as a (H, W) bool mask."""
-    scale = min(height, width)
-    radius = rng.uniform(0.07, 0.17) * scale
-    cx = rng.uniform(0.08, 0.92) * width
-    cy = rng.uniform(0.08, 0.92) * height
-    rot = rng.uniform(0, 2 * np.pi)
+def random_shape_form(name, rng):
+    """The random proportions of a shape of class ``name``, independent of its size, place
+    and rotation: the aspect ratio of a rectangle, the corner jitter of a triangle, None
+    for a circle or a star."""
+    if name == "rectangle":
+        return rng.uniform(0.5, 1.6)
+    if name == "triangle":
+        return rng.uniform(-0.25, 0.25, size=3)
+    if name in ("circle", "star"):
+        return None
+    raise ValueError(f"unknown thing class {name!r}")
+
+
+def draw_shape(name, form, center, radius, rotation, height, width):
+    """A shape of class ``name`` with proportions ``form`` (from ``random_shape_form``),
+    centred at ``center`` (x, y) with size ``radius`` (pixels) and ``rotation`` (radians),
+    as a (H, W) bool mask. The shape may lie partly or wholly outside the image."""
+    cx, cy = center
     if name == "circle":
         yy, xx = _pixel_grid(height, width)
         return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= radius**2
     if name == "rectangle":
-        aspect = rng.uniform(0.5, 1.6)
         half = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
-        local = half * np.array([radius * aspect, radius / aspect]) * 0.85
+        local = half * np.array([radius * form, radius / form]) * 0.85
     elif name == "triangle":
-        angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.25, 0.25, size=3)
+        angles = np.array([0.0, 2 * np.pi / 3, 4 * np.pi / 3]) + form
         local = np.stack([np.cos(angles), np.sin(angles)], 1) * radius * 1.15
     elif name == "star":
         angles = np.arange(10) * np.pi / 5
@@ -271,11 +292,22 @@ def _shape_mask(name, rng, height, width):
         local = np.stack([np.cos(angles) * radii, np.sin(angles) * radii], 1)
     else:
         raise ValueError(f"unknown thing class {name!r}")
-    rotation = np.array([[math.cos(rot), -math.sin(rot)], [math.sin(rot), math.cos(rot)]])
-    return _polygon_mask(local @ rotation.T + np.array([cx, cy]), height, width)
+    turn = np.array([[math.cos(rotation), -math.sin(rotation)], [math.sin(rotation), math.cos(rotation)]])
+    return _polygon_mask(local @ turn.T + np.array([cx, cy]), height, width)
 
 
-def _stuff_layout(rng, height, width):
+def _shape_mask(name, rng, height, width):
+    """A random shape of the given class as a (H, W) bool mask."""
+    scale = min(height, width)
+    radius = rng.uniform(0.07, 0.17) * scale
+    cx = rng.uniform(0.08, 0.92) * width
+    cy = rng.uniform(0.08, 0.92) * height
+    rot = rng.uniform(0, 2 * np.pi)
+    form = random_shape_form(name, rng)
+    return draw_shape(name, form, (cx, cy), radius, rot, height, width)
+
+
+def stuff_layout(rng, height, width):
     """Split the image into 1-3 horizontal bands with wavy borders.
 
     Returns (band_index (H, W) int64, list of stuff category dicts, one per band)."""
@@ -309,20 +341,20 @@ def render_sample(rng, height, width, max_things=5):
         drawn_areas: {segment index: pixels of the whole drawn shape} for things; their
             visible area (in ``segment_map``) is smaller where later things occlude them.
     """
-    band, band_categories = _stuff_layout(rng, height, width)
+    band, band_categories = stuff_layout(rng, height, width)
     image = np.zeros((height, width, 3), np.float64)
     for i, category in enumerate(band_categories):
         region = band == i
-        image[region] = _stuff_texture(category["name"], rng, height, width)[region]
+        image[region] = stuff_texture(category["name"], rng, height, width)[region]
     segment_map = band.copy()
     segments = list(band_categories)
 
     min_area = 0.0015 * height * width  # ~100 px at 256 x 256
-    grain = _uniform_noise(rng, (height, width), 0.05)
+    grain = uniform_noise(rng, (height, width), 0.05)
     full_areas, visible_areas = {}, {}
     for _ in range(int(rng.integers(1, max_things + 1))):
         category = _THINGS[int(rng.integers(0, len(_THINGS)))]
-        paint = _thing_painter(rng, category["name"])
+        paint = thing_painter(rng, category["name"])
         for _attempt in range(20):
             mask = _shape_mask(category["name"], rng, height, width)
             area = int(mask.sum())
@@ -344,18 +376,18 @@ def render_sample(rng, height, width, max_things=5):
         ys, xs = np.nonzero(mask)
         image[ys, xs] = paint(ys.astype(np.float64), xs.astype(np.float64), grain[ys, xs])
 
-    image = _soften(image) + _uniform_noise(rng, image.shape, 0.025)
+    image = soften(image) + uniform_noise(rng, image.shape, 0.025)
     image = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
     return image, segment_map, segments, full_areas
 
 
-def _bbox_xywh(mask):
+def bbox_xywh(mask):
     ys, xs = np.nonzero(mask)
     x0, y0 = int(xs.min()), int(ys.min())
     return [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1]
 
 
-def _encode_rle(mask):
+def encode_rle(mask):
     rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
@@ -414,7 +446,7 @@ def generate_synthetic_shapes(output_dir, num_images, image_size=DEFAULT_IMAGE_S
                 continue
             panoptic_ids[mask] = k + 1
             semantic[mask] = contiguous[category["id"]]
-            bbox = _bbox_xywh(mask)
+            bbox = bbox_xywh(mask)
             segments_info.append(
                 {"id": k + 1, "category_id": category["id"], "area": area, "bbox": bbox, "iscrowd": 0}
             )
@@ -424,7 +456,7 @@ def generate_synthetic_shapes(output_dir, num_images, image_size=DEFAULT_IMAGE_S
                         "id": len(instance_annotations) + 1,
                         "image_id": image_id,
                         "category_id": category["id"],
-                        "segmentation": _encode_rle(mask),
+                        "segmentation": encode_rle(mask),
                         "area": area,
                         "bbox": bbox,
                         "iscrowd": 0,

@@ -1,4 +1,5 @@
 """The Mask2Former meta-architecture: backbone + mask-classification head + set criterion."""
+import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -80,16 +81,17 @@ class MaskFormer(nn.Module):
         if size_divisibility < 0:
             size_divisibility = backbone.size_divisibility
         self.size_divisibility = size_divisibility
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
-        if self.pixel_mean.shape != self.pixel_std.shape:
+        if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MaskFormer: pixel_mean {pixel_mean} and pixel_std {pixel_std} differ in length")
         # A zero or non-finite std turns every image into inf/NaN, which would surface
-        # much later as a "diverged" matcher cost.
-        if not (torch.isfinite(self.pixel_std).all() and (self.pixel_std != 0).all()):
+        # much later as a "diverged" matcher cost. (Checked on the Python values: the
+        # model may be built on the meta device, where tensors hold no values.)
+        if not all(math.isfinite(s) and s != 0 for s in pixel_std):
             raise ValueError(f"MODEL.PIXEL_STD {list(pixel_std)} must be finite and non-zero")
-        if not torch.isfinite(self.pixel_mean).all():
+        if not all(math.isfinite(m) for m in pixel_mean):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} must be finite")
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(-1, 1, 1), False)
         self.postprocess_options = postprocess
         if inference_dtype not in INFERENCE_DTYPES.values():
             raise ValueError(f"MaskFormer: inference_dtype must be one of {list(INFERENCE_DTYPES.values())}")

@@ -170,7 +170,11 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
             1,
         )
         device = src_flatten.device
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+        # One scalar tensor per size rather than torch.as_tensor(shapes), which torch.export
+        # would bake in as the example input's sizes instead of keeping them symbolic.
+        spatial_shapes = torch.stack(
+            [torch.full((), size, dtype=torch.long, device=device) for shape in shapes for size in shape]
+        ).view(-1, 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = encoder_reference_points(shapes, self.num_feature_levels, device)
         reference_points = reference_points.expand(src_flatten.shape[0], -1, -1, -1)

@@ -1,6 +1,7 @@
 """Video data: YouTube-VIS-format datasets (the published names are registered on import)
 and the video dataset mapper."""
 
+from . import synthetic_videos  # noqa: F401  (registers the built-in synthetic videos)
 from .augmentations import ClipAugmentation, build_clip_augmentation
 from .dataset_mapper import YTVISDatasetMapper, sample_frame_indices
 from .ytvis import (
