@@ -9,7 +9,12 @@ With `--large`, quickstart-sized predictions (Q=20, K=7, a 128x192 network input
 post-processed to a 24-megapixel (4000x6000) output, by the selective path only: the
 peak memory above the process's size before the call is what matters there.
 
-    python benchmarks/bench_postprocessing.py [--repeats 3] [--device cpu|cuda] [--large]
+`--compare-to REV` also times that git revision's selective path (its `mask2former/`),
+process by process in turn with this checkout's (`--rounds` processes each), and prints
+the ratios.
+
+    python benchmarks/bench_postprocessing.py [--repeats 3] [--rounds 1] [--device cpu|cuda] [--large]
+        [--compare-to REV]
 """
 import argparse
 import json
@@ -18,8 +23,11 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PADDED = (800, 1088)
 IMAGE = (800, 1066)
@@ -48,9 +56,8 @@ def make_inputs(device, num_queries=NUM_QUERIES, num_classes=NUM_CLASSES, padded
 
 
 def options(num_classes=NUM_CLASSES, num_things=NUM_THINGS, detections=100):
-    from mask2former.postprocessing import PostprocessOptions
-
-    return PostprocessOptions(
+    """The post-processing settings, as keywords of `PostprocessOptions`."""
+    return dict(
         num_classes=num_classes,
         semantic_on=True,
         panoptic_on=True,
@@ -86,11 +93,25 @@ def scene(large):
     return (*logits, LARGE["padded"], LARGE["padded"], LARGE["output"], options(k, LARGE["num_things"], q))
 
 
-def worker(path, repeats, device, large):
-    """Runs one path `repeats` times in this process; prints a JSON line."""
-    from mask2former.postprocessing import postprocess_all_queries, postprocess_image
+def postprocessing_function(path):
+    """fn(class_logits, mask_logits, padded, image, output, **options) of the code on
+    sys.path (revisions from before `PostprocessOptions` took these keywords directly)."""
+    import mask2former
+
+    # asked by file, not by import: an editable install would supply a missing module
+    if not (Path(mask2former.__file__).parent / "postprocessing.py").exists():
+        from mask2former.modeling.postprocessing import postprocess_all_queries, postprocess_image
+
+        return {"all_queries": postprocess_all_queries, "selective": postprocess_image}[path]
+    from mask2former.postprocessing import PostprocessOptions, postprocess_all_queries, postprocess_image
 
     fn = {"all_queries": postprocess_all_queries, "selective": postprocess_image}[path]
+    return lambda *args, **keywords: fn(*args, PostprocessOptions(**keywords))
+
+
+def worker(path, repeats, device, large):
+    """Runs one path `repeats` times in this process; prints a JSON line."""
+    fn = postprocessing_function(path)
     class_logits, mask_logits, padded, image, output, opts = scene(large)
     class_logits, mask_logits = class_logits.to(device), mask_logits.to(device)
     baseline = current_rss_bytes()
@@ -102,7 +123,7 @@ def worker(path, repeats, device, large):
     with torch.no_grad():
         for _ in range(repeats):
             start = time.perf_counter()
-            result = fn(class_logits, mask_logits, padded, image, output, opts)
+            result = fn(class_logits, mask_logits, padded, image, output, **opts)
             if device == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
@@ -114,10 +135,10 @@ def worker(path, repeats, device, large):
     print(json.dumps({"path": path, "seconds": statistics.median(times), "peak_bytes": peak}))
 
 
-def run_in_child(path, repeats, device, large):
+def run_in_child(path, repeats, device, large, code_root=str(ROOT)):
     # A fixed mmap threshold makes glibc give every large tensor back on free, so that the
     # peak resident size follows the peak of live tensors.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", PYTHONPATH=code_root)
     out = subprocess.run(
         [sys.executable, __file__, "--worker", path, "--repeats", str(repeats), "--device", device]
         + (["--large"] if large else []),
@@ -125,18 +146,20 @@ def run_in_child(path, repeats, device, large):
         capture_output=True,
         text=True,
         env=env,
+        cwd=code_root,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def check_same_results(device):
     """The two paths must agree before their speed means anything."""
-    from mask2former.postprocessing import postprocess_all_queries, postprocess_image
+    from mask2former.postprocessing import PostprocessOptions, postprocess_all_queries, postprocess_image
 
     class_logits, mask_logits = make_inputs(device)
+    opts = PostprocessOptions(**options())
     with torch.no_grad():
-        a = postprocess_image(class_logits, mask_logits, PADDED, IMAGE, IMAGE, options())
-        b = postprocess_all_queries(class_logits, mask_logits, PADDED, IMAGE, IMAGE, options())
+        a = postprocess_image(class_logits, mask_logits, PADDED, IMAGE, IMAGE, opts)
+        b = postprocess_all_queries(class_logits, mask_logits, PADDED, IMAGE, IMAGE, opts)
     assert torch.allclose(a["sem_seg"], b["sem_seg"], rtol=1e-4, atol=1e-5)
     assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0]) and a["panoptic_seg"][1] == b["panoptic_seg"][1]
     assert torch.equal(a["instances"].masks, b["instances"].masks)
@@ -150,6 +173,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--large", action="store_true", help="24-megapixel output of quickstart-sized predictions")
+    parser.add_argument("--compare-to", metavar="GIT_REV", help="also time this revision's selective path")
+    parser.add_argument("--rounds", type=int, default=1, help="processes per code and path, alternating")
     parser.add_argument("--worker", choices=["all_queries", "selective"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -170,14 +195,29 @@ def main():
         f"{args.device}, {torch.get_num_threads()} threads; same results (pixel-identical, scores within 1e-6) "
         f"({segments} panoptic segments, {detections} instances)"
     )
-    reference = run_in_child("all_queries", args.repeats, args.device, large=False)
-    ours = run_in_child("selective", args.repeats, args.device, large=False)
-    for r in (reference, ours):
-        print(f"{r['path']:>12}: {r['seconds'] * 1000:8.1f} ms  peak +{r['peak_bytes'] / 2**20:7.1f} MiB")
-    print(
-        f"ratio selective/all_queries: time {ours['seconds'] / reference['seconds']:.2f}x, "
-        f"peak memory {ours['peak_bytes'] / reference['peak_bytes']:.2f}x"
-    )
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_inference import time_alternately
+
+    def run_one(code_root):
+        paths = ("all_queries", "selective") if code_root == str(ROOT) else ("selective",)
+        return {path: run_in_child(path, args.repeats, args.device, False, code_root) for path in paths}
+
+    runs = time_alternately(args.compare_to, args.rounds, run_one)
+    rows = {"all_queries": [r["all_queries"] for r in runs["this checkout"]]}
+    rows["selective"] = [r["selective"] for r in runs["this checkout"]]
+    if args.compare_to:
+        rows[f"selective at {args.compare_to}"] = [r["selective"] for r in runs[args.compare_to]]
+    summary = {
+        label: (statistics.median(r["seconds"] for r in rs), max(r["peak_bytes"] for r in rs))
+        for label, rs in rows.items()
+    }
+    width = max(map(len, summary))
+    for label, (seconds, peak) in summary.items():
+        print(f"{label:>{width}}: {seconds * 1000:8.1f} ms  peak +{peak / 2**20:7.1f} MiB")
+    ours = summary["selective"]
+    for label, (seconds, peak) in summary.items():
+        if label != "selective":
+            print(f"ratio selective/{label}: time {ours[0] / seconds:.2f}x, peak memory {ours[1] / peak:.2f}x")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ __all__ = [
     "select_instance_queries",
     "InstanceAssembler",
     "instance_inference",
-    "masks_to_boxes",
+    "mask_bounding_boxes",
     "postprocess_image",
     "results_from_upsampled_masks",
     "postprocess_all_queries",
@@ -157,7 +157,8 @@ class QueryMaskUpsampler:
         wide = F.interpolate(masks, size=(masks.shape[-2], target[1]), mode="bilinear", align_corners=False)
         wide = wide[..., : crop[1]]
         height, width = crop
-        band_width = max(1, min(width, band_bytes // max(1, 4 * masks.shape[0] * target[0])))
+        # at most 2**24 pixels of a mask per band: the assemblers count pixels as floats
+        band_width = max(1, min(width, band_bytes // max(1, 4 * masks.shape[0] * target[0]), 2**24 // target[0]))
         for c0 in range(0, width, band_width):
             c1 = min(c0 + band_width, width)
             columns = wide if band_width == width else wide[..., c0:c1].contiguous()
@@ -211,49 +212,64 @@ def _resize_matrix(in_len, padded_len, crop_len, out_len, device):
     return x[0].T.contiguous()
 
 
-def banded_semantic_inference(class_logits, mask_logits, padded_size, image_size, output_size=None, band_rows=16):
+# Below these, mask and class probabilities count as 0 in the semantic sum: their products
+# would be subnormal floats, which make the matrix product several times slower, and they
+# change the scores by less than 1e-15.
+_SEMANTIC_MIN_MASK_LOGIT = -40.0
+_SEMANTIC_MIN_CLASS_PROB = 1e-20
+
+
+def banded_semantic_inference(
+    class_logits, mask_logits, padded_size, image_size, output_size=None, band_bytes=64 * 2**20
+):
     """`semantic_inference` on masks upsampled as `QueryMaskUpsampler` does, without
     holding all Q upsampled masks: bilinear resizing is separable, so the masks are resized
-    along the width at low height, then `band_rows` output rows at a time along the height,
+    along the width at low height, then a band of output rows at a time along the height,
     and each band's query sum is one matrix product written in place. Equal to the plain
-    computation up to float rounding.
+    computation up to float rounding (and probabilities below 1e-17 taken as 0).
 
     Args:
         class_logits (Tensor): (Q, K+1).
         mask_logits (Tensor): (Q, h, w) low-resolution logits.
         padded_size, image_size: (H, W) of the padded batch and of the image inside it.
         output_size: (height, width) to resize to after the crop; None keeps the image size.
-        band_rows (int): output rows per band.
+        band_bytes (int): upper bound of the (rows, width, Q) float buffer of a band;
+            large bands keep the matrix products efficient.
 
     Returns:
         Tensor: (K, height, width).
     """
     num_queries, low_h = mask_logits.shape[:2]
+    if output_size is not None and tuple(output_size) == tuple(image_size):
+        output_size = None  # resizing to the same size changes nothing
     out_h, out_w = output_size if output_size is not None else image_size
-    # width first, at the low height, laid out (h, Q, W_out) so that a band of output rows
-    # is one matrix product of the row weights with a few low-resolution rows
-    wide = F.interpolate(mask_logits, size=padded_size[1], mode="linear", align_corners=False)
+    # queries last (channels-last: PyTorch's resize vectorises across them), so that each
+    # band is one contiguous (pixels, Q) matrix for both the sigmoid and the query sum
+    masks = mask_logits.clamp(min=_SEMANTIC_MIN_MASK_LOGIT)[None].contiguous(memory_format=torch.channels_last)
+    # width first, at the low height
+    wide = F.interpolate(masks, size=(low_h, padded_size[1]), mode="bilinear", align_corners=False)
     wide = wide[..., : image_size[1]]
     if output_size is not None:
-        wide = F.interpolate(wide, size=out_w, mode="linear", align_corners=False)
-    wide = wide.transpose(0, 1).reshape(low_h, num_queries * out_w)
+        wide = F.interpolate(wide, size=(low_h, out_w), mode="bilinear", align_corners=False)
+    wide = wide[0].permute(1, 2, 0).reshape(low_h, out_w * num_queries)  # (h, W * Q)
     rows = _resize_matrix(low_h, padded_size[0], image_size[0], None if output_size is None else out_h, mask_logits.device)
     rows = rows.to(mask_logits.dtype)
     class_probs_t = F.softmax(class_logits, dim=-1)[:, :-1].T.contiguous()  # (K, Q)
+    class_probs_t[class_probs_t < _SEMANTIC_MIN_CLASS_PROB] = 0
     semantic = mask_logits.new_empty((class_probs_t.shape[0], out_h * out_w))
-    probs_buffer = mask_logits.new_empty(num_queries * band_rows * out_w)
+    band_rows = max(1, min(out_h, band_bytes // (mask_logits.element_size() * num_queries * out_w)))
+    band_buffer = mask_logits.new_empty(band_rows * out_w * num_queries)
     for r0 in range(0, out_h, band_rows):
         r1 = min(r0 + band_rows, out_h)
         weights = rows[r0:r1]
         used = weights.abs().sum(0).nonzero().flatten()  # the few low-res rows this band reads
         c0, c1 = int(used[0]), int(used[-1]) + 1
-        band = torch.mm(weights[:, c0:c1], wide[c0:c1]).view(r1 - r0, num_queries, out_w)
-        # queries first (in the same pass as the sigmoid), so that the band's query sum is
-        # one large product (per-row products run several times slower), written straight
-        # into the result
-        probs = probs_buffer[: num_queries * (r1 - r0) * out_w].view(num_queries, r1 - r0, out_w)
-        torch.sigmoid(band.transpose(0, 1), out=probs)
-        semantic[:, r0 * out_w : r1 * out_w].addmm_(class_probs_t, probs.view(num_queries, -1), beta=0)
+        band = band_buffer[: (r1 - r0) * out_w * num_queries].view(r1 - r0, out_w * num_queries)
+        torch.mm(weights[:, c0:c1], wide[c0:c1], out=band)
+        probs = band.sigmoid_().view(-1, num_queries)  # (pixels, Q)
+        # one large product per band (per-row products run several times slower), written
+        # straight into the result
+        semantic[:, r0 * out_w : r1 * out_w].addmm_(class_probs_t, probs.T, beta=0)
     return semantic.view(-1, out_h, out_w)
 
 
@@ -276,8 +292,8 @@ def select_panoptic_queries(class_logits, num_classes, object_mask_threshold):
 
 
 class PanopticAssembler:
-    """Builds the panoptic segmentation of the kept queries from their mask logits, one band
-    of columns at a time.
+    """Builds the panoptic segmentation of the kept queries from their mask probabilities,
+    one band of columns at a time (every column must be added).
 
     Each pixel goes to the query with the largest score * mask probability; a segment
     keeps the pixels it wins where its own probability is >= 0.5, and is dropped when
@@ -294,20 +310,25 @@ class PanopticAssembler:
         self.scores, self.labels = scores, labels
         device = scores.device
         # per pixel: 1 + the winning query where the pixel is inside its own mask, else 0
-        self.owner = torch.zeros(tuple(output_size), dtype=torch.int32, device=device)
+        # every column is written by `add` when any query is kept (no zero-filling pass)
+        new = torch.empty if scores.shape[0] else torch.zeros
+        self.owner = new(tuple(output_size), dtype=torch.int32, device=device)
         self.won_area = torch.zeros(scores.shape[0], dtype=torch.int64, device=device)
         self.own_area = torch.zeros(scores.shape[0], dtype=torch.int64, device=device)
 
-    def add(self, c0, c1, mask_logits):
-        """Columns c0:c1 of the kept queries' mask logits (n, height, c1 - c0), modified in place."""
+    def add(self, c0, c1, mask_probs):
+        """Columns c0:c1 of the kept queries' mask probabilities (n, height, c1 - c0), the
+        sigmoid of their logits (modified in place)."""
         if self.scores.shape[0] == 0:
             return
-        mask_probs = mask_logits.sigmoid_()
-        winner = (self.scores.view(-1, 1, 1) * mask_probs).argmax(0)  # (height, c1 - c0)
-        own = mask_probs >= 0.5
+        # 0/1 as floats: a sum over bools would make an int64 copy of its input (the band
+        # sizes keep float counts exact)
+        own = torch.ge(mask_probs, 0.5, out=torch.empty_like(mask_probs))
+        self.own_area += own.flatten(1).sum(1).long()
+        # max(0) finds the same first maximum as argmax(0), several times faster across dim 0
+        winner = mask_probs.mul_(self.scores.view(-1, 1, 1)).max(0).indices  # (height, c1 - c0)
         self.won_area += torch.bincount(winner.flatten(), minlength=self.scores.shape[0])
-        self.own_area += own.flatten(1).sum(1)
-        inside = own.gather(0, winner[None])[0]
+        inside = own.gather(0, winner[None])[0] > 0
         self.owner[:, c0:c1] = torch.where(inside, winner.int() + 1, 0)
 
     def finish(self, overlap_threshold, thing_classes: Optional[FrozenSet[int]]):
@@ -346,7 +367,7 @@ def panoptic_inference(scores, labels, mask_logits, overlap_threshold, thing_cla
     """Panoptic segmentation (see `PanopticAssembler`) from the kept queries' mask logits
     (n, H, W) given whole (modified in place)."""
     assembler = PanopticAssembler(scores, labels, mask_logits.shape[-2:])
-    assembler.add(0, mask_logits.shape[-1], mask_logits)
+    assembler.add(0, mask_logits.shape[-1], mask_logits.sigmoid_())
     return assembler.finish(overlap_threshold, thing_classes)
 
 
@@ -373,23 +394,14 @@ def select_instance_queries(class_logits, topk, thing_classes: Optional[FrozenSe
     return query_indices, scores, labels
 
 
-def masks_to_boxes(masks):
-    """Tight boxes around binary masks, XYXY with exclusive max (x1 = last column + 1), as
-    detectron2's `BitMasks.get_bounding_boxes`; empty masks give zero boxes.
-
-    Args:
-        masks (Tensor): (N, H, W) bool.
-
-    Returns:
-        Tensor: (N, 4) float32.
-    """
-    boxes = torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
-    if masks.shape[0] == 0:
+def _boxes_from_occupied(rows, cols):
+    """XYXY boxes with exclusive max around masks, from which of their rows (N, H) and
+    columns (N, W) hold a pixel (bool); empty masks give zero boxes."""
+    boxes = torch.zeros((rows.shape[0], 4), dtype=torch.float32, device=rows.device)
+    if rows.shape[0] == 0:
         return boxes
-    rows = masks.any(dim=2)  # (N, H)
-    cols = masks.any(dim=1)  # (N, W)
     nonempty = rows.any(dim=1)
-    height, width = masks.shape[-2:]
+    height, width = rows.shape[1], cols.shape[1]
     y0 = rows.byte().argmax(dim=1)
     y1 = height - rows.flip(1).byte().argmax(dim=1)
     x0 = cols.byte().argmax(dim=1)
@@ -398,58 +410,87 @@ def masks_to_boxes(masks):
     return boxes
 
 
-class InstanceAssembler:
-    """Builds the instances of selected (query, class) pairs from their mask logits, one band
-    of columns at a time: masks (logit > 0), boxes around them, and scores = class score *
-    mean mask probability inside the mask."""
+def mask_bounding_boxes(masks):
+    """Tight boxes around binary masks, XYXY with exclusive max (x1 = last column + 1), as
+    detectron2's `BitMasks.get_bounding_boxes` (torchvision's `masks_to_boxes` has x1 = last
+    column); empty masks give zero boxes.
 
-    def __init__(self, num_masks, output_size, device):
+    Args:
+        masks (Tensor): (N, H, W) bool.
+
+    Returns:
+        Tensor: (N, 4) float32.
+    """
+    return _boxes_from_occupied(masks.any(dim=2), masks.any(dim=1))
+
+
+class InstanceAssembler:
+    """Builds the instances of selected (query, class) pairs from the mask logits of the
+    queries they use, one band of columns at a time (every column must be added): masks
+    (logit > 0), boxes around them, and scores = class score * mean mask probability
+    inside the mask."""
+
+    def __init__(self, mask_rows, num_masks, output_size, device):
         """
         Args:
+            mask_rows (Tensor): (n,) int64, the row of each pair among the logits passed to
+                `add`, so that a query chosen with several classes is scored once.
             num_masks (int): m, the rows of the logits passed to `add`.
             output_size (tuple[int, int]): (height, width).
         """
+        self.mask_rows = mask_rows
         self.output_size = (int(output_size[0]), int(output_size[1]))
-        self.binary = torch.zeros((num_masks, *self.output_size), dtype=torch.bool, device=device)
+        height, width = self.output_size
+        # every column is written by `add` (no zero-filling pass)
+        self.binary = torch.empty((mask_rows.shape[0], height, width), dtype=torch.bool, device=device)
         self.prob_sums = torch.zeros(num_masks, dtype=torch.float32, device=device)
-        self.areas = torch.zeros(num_masks, dtype=torch.int64, device=device)
+        # pixels inside each mask per row and per column, as floats (a sum over bools would
+        # make an int64 copy of its input); they give the areas and the boxes
+        self.row_counts = torch.zeros((num_masks, height), dtype=torch.float32, device=device)
+        self.col_counts = torch.zeros((num_masks, width), dtype=torch.float32, device=device)
 
-    def add(self, c0, c1, mask_logits):
-        """Columns c0:c1 of the mask logits (m, height, c1 - c0) (not modified)."""
+    def add(self, c0, c1, mask_logits, mask_probs):
+        """Columns c0:c1 of the m masks' logits and of their sigmoid (m, height, c1 - c0),
+        not modified."""
+        if self.mask_rows.shape[0] == 0:
+            return
         inside = mask_logits > 0
-        self.binary[:, :, c0:c1] = inside
-        # counted band by band: a sum over bools makes an int64 copy of its input
-        self.areas += inside.flatten(1).sum(1)
-        for i in range(0, mask_logits.shape[0], 8):  # chunks keep the float temporaries small
-            probs = mask_logits[i : i + 8].sigmoid().flatten(1)
-            self.prob_sums[i : i + 8] += (probs * inside[i : i + 8].flatten(1)).sum(1)
+        if torch.equal(self.mask_rows, torch.arange(mask_logits.shape[0], device=self.mask_rows.device)):
+            self.binary[:, :, c0:c1] = inside
+        else:
+            self.binary[:, :, c0:c1] = inside[self.mask_rows]
+        weights = inside.float()
+        self.row_counts += weights.sum(2)
+        self.col_counts[:, c0:c1] = weights.sum(1)
+        self.prob_sums += weights.mul_(mask_probs).flatten(1).sum(1)
 
-    def finish(self, scores, labels, mask_rows=None) -> InstancePredictions:
+    def finish(self, scores, labels) -> InstancePredictions:
         """
         Args:
-            scores, labels (Tensor): (n,) class scores and contiguous class ids.
-            mask_rows (Tensor | None): (n,) mask of each pair (row i is pair i if None), so
-                that a query chosen with several classes is stored and scored once.
+            scores, labels (Tensor): (n,) class scores and contiguous class ids of the pairs.
         """
-        binary = self.binary
-        mask_scores = self.prob_sums / (self.areas + 1e-6)
-        boxes = masks_to_boxes(binary)
-        if mask_rows is not None:
-            binary, mask_scores, boxes = binary[mask_rows], mask_scores[mask_rows], boxes[mask_rows]
-        return InstancePredictions(binary, boxes, scores * mask_scores, labels, self.output_size)
+        areas = self.col_counts.double().sum(1)  # exact: every count is an integer
+        mask_scores = self.prob_sums / (areas.float() + 1e-6)
+        boxes = _boxes_from_occupied(self.row_counts > 0, self.col_counts > 0)
+        rows = self.mask_rows
+        return InstancePredictions(self.binary, boxes[rows], scores * mask_scores[rows], labels, self.output_size)
 
 
 def instance_inference(scores, labels, mask_logits, output_size, mask_rows=None) -> InstancePredictions:
-    """Instances (see `InstanceAssembler`) from mask logits (m, H, W) given whole."""
-    assembler = InstanceAssembler(mask_logits.shape[0], output_size, mask_logits.device)
-    assembler.add(0, mask_logits.shape[-1], mask_logits)
-    return assembler.finish(scores, labels, mask_rows)
+    """Instances (see `InstanceAssembler`) from mask logits (m, H, W) given whole; pair i
+    uses mask `mask_rows[i]` (mask i if None)."""
+    if mask_rows is None:
+        mask_rows = torch.arange(mask_logits.shape[0], device=mask_logits.device)
+    assembler = InstanceAssembler(mask_rows, mask_logits.shape[0], output_size, mask_logits.device)
+    assembler.add(0, mask_logits.shape[-1], mask_logits, mask_logits.sigmoid())
+    return assembler.finish(scores, labels)
 
 
-def _semantic_result(class_logits, mask_logits, padded_size, image_size, output_size, resize_before_semantic):
-    if resize_before_semantic:
-        return banded_semantic_inference(class_logits, mask_logits, padded_size, image_size, output_size)
-    semantic = banded_semantic_inference(class_logits, mask_logits, padded_size, image_size, None)
+def _semantic_result(class_logits, mask_logits, padded_size, image_size, output_size, options: PostprocessOptions):
+    sizes = (padded_size, image_size)
+    if options.resize_before_semantic:
+        return banded_semantic_inference(class_logits, mask_logits, *sizes, output_size, options.band_bytes)
+    semantic = banded_semantic_inference(class_logits, mask_logits, *sizes, None, options.band_bytes)
     return crop_and_resize(semantic[None], semantic.shape[-2:], output_size)[0]
 
 
@@ -475,7 +516,7 @@ def postprocess_image(class_logits, mask_logits, padded_size, image_size, output
     result = {}
     if options.semantic_on:
         result["sem_seg"] = _semantic_result(
-            class_logits, mask_logits, padded_size, image_size, output_size, options.resize_before_semantic
+            class_logits, mask_logits, padded_size, image_size, output_size, options
         )
     if not (options.panoptic_on or options.instance_on):
         return result
@@ -492,17 +533,17 @@ def postprocess_image(class_logits, mask_logits, padded_size, image_size, output
     if not options.instance_on:
         ins_queries = ins_queries[:0]
     needed = torch.unique(torch.cat([pan_queries, ins_queries]))  # sorted
-    # the instance rows follow the (query, class) pairs, so that the result's masks need
-    # no gathering copy (a query chosen with two classes is thresholded twice)
+    # each (query, class) pair of the instances and each panoptic query is a row of `needed`
     pan_rows, ins_rows = torch.searchsorted(needed, pan_queries), torch.searchsorted(needed, ins_queries)
 
     # 2. upsample what is kept, a band of columns at a time, and 3. assemble the results
     panoptic = PanopticAssembler(pan_scores, pan_labels, output_size)
-    instances = InstanceAssembler(ins_queries.shape[0], output_size, mask_logits.device)
+    instances = InstanceAssembler(ins_rows, needed.shape[0], output_size, mask_logits.device)
     upsampler = QueryMaskUpsampler(mask_logits, padded_size, image_size, output_size)
     for c0, c1, logits in upsampler.column_bands(needed, options.band_bytes):
-        instances.add(c0, c1, logits[ins_rows])
-        panoptic.add(c0, c1, logits[pan_rows])  # a copy: the panoptic pass works in place
+        probs = logits.sigmoid()
+        instances.add(c0, c1, logits, probs)
+        panoptic.add(c0, c1, probs[pan_rows])  # a copy: the panoptic pass works in place
     if options.instance_on:
         result["instances"] = instances.finish(ins_scores, ins_labels)
     if options.panoptic_on:

@@ -21,7 +21,7 @@ from mask2former.postprocessing import (
     PostprocessOptions,
     QueryMaskUpsampler,
     instance_inference,
-    masks_to_boxes,
+    mask_bounding_boxes,
     panoptic_inference,
     postprocess_all_queries,
     postprocess_image,
@@ -121,6 +121,15 @@ def test_panoptic_things_of_same_class_stay_separate_and_unknown_metadata_means_
     assert torch.all(seg[5:10, 6:8] == 3)
 
 
+def test_panoptic_ties_go_to_the_first_query():
+    # equal scores and equal masks: every pixel goes to the first of the two queries
+    box = box_mask(6, 7, range(1, 5), range(2, 6))
+    masks = torch.stack([box, box])
+    seg, info = panoptic_inference(torch.tensor([0.9, 0.9]), torch.tensor([1, 0]), masks, 0.8, frozenset({0, 1}))
+    assert info == [{"id": 1, "isthing": True, "category_id": 1}]
+    assert torch.equal(seg, (box > 0).int())
+
+
 def test_panoptic_nothing_kept_gives_void():
     class_logits, masks = overlapping_scene()
     queries, scores, labels = select_panoptic_queries(class_logits, 2, 0.99)
@@ -165,7 +174,7 @@ def test_instance_masks_scores_and_boxes():
     assert inst.pred_classes.tolist() == [1, 0, 2]
 
 
-def test_masks_to_boxes_matches_bitmasks():
+def test_mask_bounding_boxes_matches_bitmasks():
     g = torch.Generator().manual_seed(0)
     masks = torch.zeros(6, 23, 31, dtype=torch.bool)
     for i in range(5):
@@ -174,8 +183,8 @@ def test_masks_to_boxes_matches_bitmasks():
         masks[i, y0 : y0 + h, x0 : x0 + w] = True
     masks[2] |= torch.rand(23, 31, generator=g) > 0.97  # scattered pixels
     expected = BitMasks(masks).get_bounding_boxes().tensor
-    assert torch.equal(masks_to_boxes(masks), expected)
-    assert masks_to_boxes(masks[:0]).shape == (0, 4)
+    assert torch.equal(mask_bounding_boxes(masks), expected)
+    assert mask_bounding_boxes(masks[:0]).shape == (0, 4)
 
 
 def test_semantic_argmax():

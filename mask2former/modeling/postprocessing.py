@@ -16,7 +16,7 @@ from ..postprocessing import (  # noqa: F401 (re-exported)
     QueryPredictions,
     banded_semantic_inference,
     instance_inference,
-    masks_to_boxes,
+    mask_bounding_boxes,
     panoptic_inference,
     postprocess_all_queries,
     postprocess_image,
