@@ -70,6 +70,13 @@ def baddbmm_flop_handle(inputs, outputs) -> int:
     return b * n * k * get_shape(inputs[2])[-1]
 
 
+def mm_flop_handle(inputs, outputs) -> int:
+    """aten::mm(a (N,K), b (K,M)[, out]): N*K*M multiply-adds (fvcore's own handle rejects
+    the `out=` form that banded post-processing uses)."""
+    n, k = get_shape(inputs[0])
+    return n * k * get_shape(inputs[1])[-1]
+
+
 def scaled_dot_product_attention_flop_handle(inputs, outputs) -> int:
     """aten::scaled_dot_product_attention(q (..., L, E), k (..., S, E), v (..., S, Ev)):
     the two matrix products, L*S*E + L*S*Ev multiply-adds per batch and head."""
@@ -135,6 +142,7 @@ def flop_analysis(module, inputs) -> FlopCountAnalysis:
             "aten::grid_sampler": grid_sampler_flop_handle,
             "aten::baddbmm": baddbmm_flop_handle,
             "aten::addmm_": addmm_flop_jit,
+            "aten::mm": mm_flop_handle,
             "aten::scaled_dot_product_attention": scaled_dot_product_attention_flop_handle,
             # separable resizing (one axis at a time): 2 taps per output value
             "aten::upsample_linear1d": elementwise_flop_counter(0, 2),
