@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools")]
 
-from bench_postprocessing import current_rss_bytes, make_inputs, peak_rss_bytes  # noqa: E402
+from bench_postprocessing import current_rss_bytes, import_only_timed_code, make_inputs, peak_rss_bytes  # noqa: E402
 
 DEFAULT_CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 STAGES = ("backbone", "pixel_decoder", "transformer_decoder", "postprocessing")
@@ -246,6 +246,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
+        import_only_timed_code()
         worker(args)
         return
 

@@ -93,6 +93,13 @@ def scene(large):
     return (*logits, LARGE["padded"], LARGE["padded"], LARGE["output"], options(k, LARGE["num_things"], q))
 
 
+def import_only_timed_code():
+    """In a worker process, let `mask2former` come only from the code on PYTHONPATH: the
+    editable install's import finder would otherwise supply, from this checkout, any module
+    that a compared revision lacks."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+
+
 def postprocessing_function(path):
     """fn(class_logits, mask_logits, padded, image, output, **options) of the code on
     sys.path (revisions from before `PostprocessOptions` took these keywords directly)."""
@@ -178,6 +185,7 @@ def main():
     parser.add_argument("--worker", choices=["all_queries", "selective"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
+        import_only_timed_code()
         worker(args.worker, args.repeats, args.device, args.large)
         return
     if args.large:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_inference import DTYPES, time_alternately, timing_parser  # noqa: E402
+from bench_postprocessing import import_only_timed_code  # noqa: E402
 
 DEFAULT_CONFIG = "configs/quickstart/bench_train_R18.yaml"
 PHASES = (
@@ -137,6 +138,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
+        import_only_timed_code()
         worker(args)
         return
 
