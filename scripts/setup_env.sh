@@ -47,7 +47,11 @@ if [ -f requirements-deploy.txt ]; then
 fi
 
 # 2. detectron2: use a real one if it is already importable, else build the sdist's Python part.
-if "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
+# The sdist build is redone when the patch changed (a virtualenv made before a newer numpy/Pillow
+# would otherwise keep a detectron2 with their removed names).
+PATCH_HASH=$(sha1sum scripts/patch_detectron2_sdist.py | cut -c1-12)
+FROM_SDIST=$("$VENV/bin/python" -c "import importlib.metadata as m; m.distribution('pb1-detectron2'); print(1)" 2>/dev/null || true)
+if "$VENV/bin/python" -c "import detectron2" 2>/dev/null && { [ -z "$FROM_SDIST" ] || done_step detectron2 "$PATCH_HASH"; }; then
   log "detectron2 already importable: $("$VENV/bin/python" -c 'import detectron2,os;print(os.path.dirname(detectron2.__file__))')"
 else
   log "installing detectron2 0.6 (Python code from the pb1-detectron2 sdist, no C++ ops)"
@@ -58,6 +62,7 @@ else
   SRC=$(find "$WORK" -maxdepth 1 -type d -name 'pb1*detectron2*' | head -n1)
   "$VENV/bin/python" scripts/patch_detectron2_sdist.py "$SRC"
   $PIP install -q --no-deps --no-build-isolation "$SRC"
+  mark_step detectron2 "$PATCH_HASH"
 fi
 "$VENV/bin/python" scripts/install_detectron2_placeholder_ops.py
 
