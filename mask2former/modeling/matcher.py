@@ -4,8 +4,9 @@ from detectron2.utils.events import get_event_storage
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.rnn import pad_sequence
 
-from .point_sampling import point_sample
+from .point_sampling import bilinear_taps, blend_taps, point_sample
 
 
 def _at_iteration() -> str:
@@ -22,17 +23,19 @@ def pairwise_sigmoid_ce(pred_logits, target_masks):
     """Mean binary cross-entropy of every prediction against every target.
 
     Args:
-        pred_logits (Tensor): (Q, P) mask logits at P points.
-        target_masks (Tensor): (N, P) binary targets at the same points.
+        pred_logits (Tensor): (..., Q, P) mask logits at P points.
+        target_masks (Tensor): (..., N, P) binary targets at the same points.
 
     Returns:
-        Tensor: (Q, N) cost.
+        Tensor: (..., Q, N) cost.
     """
-    num_points = pred_logits.shape[1]
-    # BCE(x, t) = t * BCE(x, 1) + (1 - t) * BCE(x, 0): two matmuls instead of Q*N*P terms.
-    loss_if_one = F.binary_cross_entropy_with_logits(pred_logits, torch.ones_like(pred_logits), reduction="none")
-    loss_if_zero = F.binary_cross_entropy_with_logits(pred_logits, torch.zeros_like(pred_logits), reduction="none")
-    cost = loss_if_one @ target_masks.T + loss_if_zero @ (1 - target_masks).T
+    num_points = pred_logits.shape[-1]
+    # BCE(x, t) = t * BCE(x, 1) + (1 - t) * BCE(x, 0): two matmuls instead of Q*N*P terms,
+    # with BCE(x, 1) = -log(sigmoid(x)) and BCE(x, 0) = x - log(sigmoid(x)).
+    log_prob = F.logsigmoid(pred_logits)
+    loss_if_one = -log_prob
+    loss_if_zero = pred_logits - log_prob
+    cost = loss_if_one @ target_masks.mT + loss_if_zero @ (1 - target_masks).mT
     return cost / num_points
 
 
@@ -40,15 +43,15 @@ def pairwise_dice(pred_logits, target_masks):
     """Dice cost 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1) for every pair.
 
     Args:
-        pred_logits (Tensor): (Q, P) mask logits at P points.
-        target_masks (Tensor): (N, P) binary targets at the same points.
+        pred_logits (Tensor): (..., Q, P) mask logits at P points.
+        target_masks (Tensor): (..., N, P) binary targets at the same points.
 
     Returns:
-        Tensor: (Q, N) cost.
+        Tensor: (..., Q, N) cost.
     """
     probs = pred_logits.sigmoid()
-    numerator = 2 * (probs @ target_masks.T)
-    denominator = probs.sum(-1)[:, None] + target_masks.sum(-1)[None, :]
+    numerator = 2 * (probs @ target_masks.mT)
+    denominator = probs.sum(-1)[..., :, None] + target_masks.sum(-1)[..., None, :]
     return 1 - (numerator + 1) / (denominator + 1)
 
 
@@ -57,8 +60,13 @@ class HungarianMatcher(nn.Module):
 
     Cost per (query, target) = cost_class * (-softmax probability of the target's class)
     + cost_mask * mean sigmoid BCE + cost_dice * dice, the mask terms evaluated at
-    `num_points` uniformly random points shared by predictions and targets.
+    `num_points` uniformly random points per image, shared by its predictions and targets.
     Queries left unassigned are trained towards "no object".
+
+    The costs of the whole batch are computed at once, against the targets padded to the
+    batch's largest count; only the assignment itself runs per image (on the CPU).
+    Masks may carry extra dimensions before (h, w), e.g. frames: their values at the points
+    are concatenated into one longer mask.
     """
 
     def __init__(self, cost_class: float = 1.0, cost_mask: float = 1.0, cost_dice: float = 1.0, num_points: int = 0):
@@ -82,7 +90,8 @@ class HungarianMatcher(nn.Module):
         """
         Args:
             outputs (dict): "pred_logits" (B, Q, K+1) and "pred_masks" (B, Q, h, w).
-            targets (list[dict]): per image, "labels" (N,) int64 and "masks" (N, H, W).
+            targets (list[dict]): per image, "labels" (N,) int64 and "masks" (N, H, W),
+                boolean or float, of one size (H, W) for the batch.
 
         Returns:
             list[tuple[Tensor, Tensor]]: per image, (query indices, target indices), both
@@ -92,42 +101,87 @@ class HungarianMatcher(nn.Module):
         pred_masks = outputs["pred_masks"]
         if len(targets) != pred_logits.shape[0]:
             raise ValueError(f"HungarianMatcher: {len(targets)} targets for a batch of {pred_logits.shape[0]} images")
-        indices = []
+        counts = [len(t["labels"]) for t in targets]
+        if max(counts, default=0) == 0:
+            return [self._no_match() for _ in targets]
         # Costs are compared across queries: half precision would make ties and NaNs.
         with torch.autocast(device_type=pred_logits.device.type, enabled=False):
-            for b, target in enumerate(targets):
-                indices.append(self._match_image(b, pred_logits[b].float(), pred_masks[b].float(), target))
-        return indices
+            cost = self._batch_cost(pred_logits.float(), pred_masks.float(), targets, counts)
+        cost = cost.cpu()
+        return [
+            self._assign(cost[b, :, :count]) if count else self._no_match() for b, count in enumerate(counts)
+        ]
 
-    def _match_image(self, image_index, class_logits, mask_logits, target):
-        """class_logits (Q, K+1), mask_logits (Q, h, w); returns (query idx, target idx)."""
-        labels = target["labels"]
-        if labels.numel() == 0:
-            empty = torch.empty(0, dtype=torch.int64)
-            return empty, empty.clone()
-        target_masks = target["masks"].to(mask_logits)
-        cost_class = -class_logits.softmax(-1)[:, labels]  # (Q, N)
+    def _batch_cost(self, class_logits, mask_logits, targets, counts):
+        """Weighted cost (B, Q, Nmax) of class_logits (B, Q, K+1) and mask_logits (B, Q, ..., h, w)
+        against the targets; columns past an image's count are padding."""
+        batch_size, num_queries = class_logits.shape[:2]
+        device = class_logits.device
+        labels = pad_sequence([t["labels"].to(device) for t in targets], batch_first=True)  # (B, Nmax)
+        cost_class = -class_logits.softmax(-1).gather(2, labels[:, None, :].expand(-1, num_queries, -1))
 
-        points = torch.rand(1, self.num_points, 2, device=mask_logits.device)
-        target_points = self._masks_at_points(target_masks, points)
-        pred_points = self._masks_at_points(mask_logits, points)
+        # One point draw per image with targets, as many random numbers as one draw each
+        points = torch.zeros(batch_size, self.num_points, 2, device=device)
+        with_targets = [b for b, count in enumerate(counts) if count]
+        points[with_targets] = torch.rand(len(with_targets), self.num_points, 2, device=device)
+        pred_points = point_sample(mask_logits.flatten(1, -3), points).view(batch_size, num_queries, -1)
+        target_points = self._target_points(targets, with_targets, labels.shape[1], points)
         cost_mask = pairwise_sigmoid_ce(pred_points, target_points)
         cost_dice = pairwise_dice(pred_points, target_points)
 
-        for name, cost in (("class", cost_class), ("mask", cost_mask), ("dice", cost_dice)):
-            if not torch.isfinite(cost).all():
-                raise FloatingPointError(
-                    f"HungarianMatcher: non-finite {name} cost for image {image_index} of the batch"
-                    f"{_at_iteration()} (predictions contain NaN/Inf; training has probably diverged)"
+        self._check_finite(counts, {"class": cost_class, "mask": cost_mask, "dice": cost_dice})
+        return self.cost_class * cost_class + self.cost_mask * cost_mask + self.cost_dice * cost_dice
+
+    @staticmethod
+    def _target_points(targets, with_targets, max_count, points):
+        """(B, Nmax, ..., H, W) target masks at their image's points (B, P, 2) -> (B, Nmax, P').
+
+        Reads only the four pixels around each point (no float copy of the masks); the
+        images' masks must share one size, as `MaskFormer.prepare_targets` pads them.
+        """
+        first = targets[with_targets[0]]["masks"]
+        index, weight = bilinear_taps(points, *first.shape[-2:])  # (B, P, 4)
+        rows_per_target = first[0].numel() // first.shape[-2:].numel()  # > 1 for clips
+        shape = (len(targets), max_count * rows_per_target, index[0].numel())
+        values = torch.zeros(shape, dtype=first.dtype, device=points.device)
+        for b in with_targets:
+            masks = targets[b]["masks"].to(points.device)
+            if masks.shape[1:] != first.shape[1:]:
+                raise ValueError(
+                    f"HungarianMatcher: target masks of image {b} are {tuple(masks.shape[1:])}, those of "
+                    f"image {with_targets[0]} {tuple(first.shape[1:])}: pad the targets of a batch to one size"
                 )
-        cost = self.cost_class * cost_class + self.cost_mask * cost_mask + self.cost_dice * cost_dice
-        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+            pixels = masks.reshape(len(masks) * rows_per_target, -1)
+            values[b, : len(pixels)] = pixels.index_select(1, index[b].flatten())
+        return blend_taps(values, weight[:, None]).view(len(targets), max_count, -1)
+
+    @staticmethod
+    def _check_finite(counts, costs):
+        """Raises naming the first image, and its first cost, with a non-finite value in a
+        real (not padding) target column of `costs` (name -> (B, Q, Nmax))."""
+        device = costs["class"].device
+        columns = torch.arange(costs["class"].shape[-1], device=device)
+        is_padding = columns >= torch.tensor(counts, device=device)[:, None, None]  # (B, 1, Nmax)
+        finite = torch.stack([(torch.isfinite(c) | is_padding).flatten(1).all(1) for c in costs.values()])
+        if finite.all():
+            return
+        image = (~finite).any(0).nonzero()[0].item()
+        name = list(costs)[(~finite[:, image]).nonzero()[0].item()]
+        raise FloatingPointError(
+            f"HungarianMatcher: non-finite {name} cost for image {image} of the batch"
+            f"{_at_iteration()} (predictions contain NaN/Inf; training has probably diverged)"
+        )
+
+    @staticmethod
+    def _assign(cost):
+        """Minimum-cost assignment of a (Q, N) cost on the CPU -> (query idx, target idx)."""
+        rows, cols = linear_sum_assignment(cost.numpy())
         return torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
 
     @staticmethod
-    def _masks_at_points(masks, points):
-        """(N, h, w) masks read at (1, P, 2) shared points -> (N, P)."""
-        return point_sample(masks[:, None], points.expand(masks.shape[0], -1, -1))[:, 0]
+    def _no_match():
+        empty = torch.empty(0, dtype=torch.int64)
+        return empty, empty.clone()
 
     def extra_repr(self):
         return (

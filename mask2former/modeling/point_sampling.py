@@ -7,7 +7,14 @@ the same points address a stride-4 prediction and a full-resolution target alike
 import torch
 from torch.nn import functional as F
 
-__all__ = ["point_sample", "mask_uncertainty", "sample_uncertain_points"]
+__all__ = [
+    "point_sample",
+    "bilinear_taps",
+    "blend_taps",
+    "point_sample_masks",
+    "mask_uncertainty",
+    "sample_uncertain_points",
+]
 
 
 def point_sample(features, point_coords):
@@ -29,6 +36,71 @@ def point_sample(features, point_coords):
     grid = (2.0 * point_coords - 1.0).unsqueeze(2)  # (N, P, 1, 2) in grid_sample's [-1, 1]
     sampled = F.grid_sample(features, grid.to(features.dtype), mode="bilinear", align_corners=False)
     return sampled.squeeze(3)
+
+
+def bilinear_taps(point_coords, height, width):
+    """The four pixels, and their weights, that `point_sample` blends at each point.
+
+    Args:
+        point_coords (Tensor): (..., P, 2) normalised (x, y) in [0, 1].
+        height, width (int): size of the map.
+
+    Returns:
+        tuple[Tensor, Tensor]: flat pixel indices (..., P, 4) int64 in [0, H * W) and
+        bilinear weights (..., P, 4) in the dtype of the points. A pixel outside the map
+        gets weight 0 (and some valid index), which is grid_sample's zero padding.
+    """
+    grid = 2.0 * point_coords - 1.0
+    # grid_sample's pixel coordinate (align_corners=False: pixel centres at integer + 0.5),
+    # (g + 1) * size / 2 - 0.5, which its CPU kernel rounds once (fused multiply-add);
+    # float64 does the same, so that 0/1 masks sample bit-identically.
+    x = ((grid[..., 0].double() + 1) * (width / 2) - 0.5).to(grid.dtype)
+    y = ((grid[..., 1].double() + 1) * (height / 2) - 0.5).to(grid.dtype)
+    x0, y0 = x.floor(), y.floor()
+    dx, dy = x - x0, y - y0
+    # corners in the order (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)
+    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)
+    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)
+    weight = torch.stack([(1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy], dim=-1)
+    inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+    index = ys.clamp(0, height - 1).long() * width + xs.clamp(0, width - 1).long()
+    return index, weight * inside
+
+
+def blend_taps(values, weight):
+    """Bilinear values from the values at the four taps of each point.
+
+    Args:
+        values (Tensor): (..., P * 4) map values (any dtype) at the indices of `bilinear_taps`.
+        weight (Tensor): (..., P, 4) its weights, broadcastable to the values.
+
+    Returns:
+        Tensor: (..., P) in the dtype of the weights.
+    """
+    return (values.unflatten(-1, (-1, 4)).to(weight.dtype) * weight).sum(-1)
+
+
+def point_sample_masks(masks, point_coords):
+    """`point_sample` of masks of any dtype (boolean targets included) without converting
+    whole maps to float: only the four pixels around each point are read.
+
+    Equals `point_sample(masks[:, None].float(), point_coords)[:, 0]` (bit for bit for 0/1
+    masks on the CPU).
+
+    Args:
+        masks (Tensor): (N, H, W).
+        point_coords (Tensor): (N, P, 2) normalised (x, y) in [0, 1].
+
+    Returns:
+        Tensor: (N, P) in the dtype of the points.
+    """
+    if masks.dim() != 3 or point_coords.dim() != 3 or point_coords.shape[-1] != 2:
+        raise ValueError(
+            f"point_sample_masks: masks must be (N, H, W) and points (N, P, 2), "
+            f"got {tuple(masks.shape)} and {tuple(point_coords.shape)}"
+        )
+    index, weight = bilinear_taps(point_coords, *masks.shape[-2:])
+    return blend_taps(masks.flatten(1).gather(1, index.flatten(1)), weight)
 
 
 def mask_uncertainty(logits):
