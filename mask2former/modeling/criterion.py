@@ -5,9 +5,9 @@ from detectron2.utils import comm
 from torch import nn
 from torch.nn import functional as F
 
-from .point_sampling import point_sample, sample_uncertain_points
+from .point_sampling import point_sample, point_sample_rows, sample_uncertain_points
 
-__all__ = ["SetCriterion", "sigmoid_ce_loss", "dice_loss"]
+__all__ = ["SetCriterion", "all_target_masks", "sigmoid_ce_loss", "dice_loss"]
 
 
 def sigmoid_ce_loss(pred_logits, target_masks, num_masks):
@@ -32,6 +32,13 @@ def dice_loss(pred_logits, target_masks, num_masks):
     numerator = 2 * (probs * target_masks).sum(-1)
     denominator = probs.sum(-1) + target_masks.sum(-1)
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def all_target_masks(targets, device):
+    """The target masks of a batch, (N, ..., H, W) per image, as one float32 (R, 1, H, W)
+    tensor: one row per mask (and frame), images in order."""
+    masks = torch.cat([t["masks"].to(device) for t in targets])
+    return masks.flatten(0, -3)[:, None].float()
 
 
 class SetCriterion(nn.Module):
@@ -94,27 +101,42 @@ class SetCriterion(nn.Module):
         loss_ce = F.cross_entropy(class_logits.transpose(1, 2), target_classes, self.empty_weight)
         return {"loss_ce": loss_ce}
 
-    def loss_masks(self, outputs, targets, indices, num_masks):
-        """Sigmoid BCE and dice on importance-sampled points of the matched masks."""
-        pred_masks, target_masks = self._matched_masks(outputs, targets, indices)
-        pred_masks = pred_masks[:, None]
+    def loss_masks(self, outputs, targets, indices, num_masks, target_masks=None):
+        """Sigmoid BCE and dice on importance-sampled points of the matched masks.
+
+        `target_masks` is `all_target_masks(targets)`, which `forward` converts once for all
+        decoder outputs; computed here if not given.
+        """
+        pred_masks = self._matched_pred_masks(outputs, indices)[:, None]
+        if target_masks is None:
+            target_masks = all_target_masks(targets, pred_masks.device)
         with torch.no_grad():
             points = sample_uncertain_points(
                 pred_masks, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )
-            target_points = point_sample(target_masks[:, None], points)[:, 0]
+            rows = self._matched_target_rows(targets, indices, pred_masks.device)
+            target_points = point_sample_rows(target_masks, rows, points)[:, 0]
         pred_points = point_sample(pred_masks, points)[:, 0]
         return {
             "loss_mask": sigmoid_ce_loss(pred_points, target_points, num_masks),
             "loss_dice": dice_loss(pred_points, target_points, num_masks),
         }
 
-    def _matched_masks(self, outputs, targets, indices):
-        """Predicted (M, h, w) float32 and target (M, H, W) masks of the M matched pairs."""
+    def _matched_pred_masks(self, outputs, indices):
+        """Predicted masks (M, ..., h, w) of the M matched pairs as (M', h, w) float32, one
+        row per mask (M' = M * T for clips of T frames)."""
         batch_idx, query_idx = self._matched_queries(indices)
-        pred_masks = outputs["pred_masks"][batch_idx, query_idx].float()
-        target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
-        return pred_masks, target_masks.to(pred_masks)
+        return outputs["pred_masks"][batch_idx, query_idx].float().flatten(0, -3)
+
+    @staticmethod
+    def _matched_target_rows(targets, indices, device):
+        """(M',) rows of `all_target_masks(targets)` matching `_matched_pred_masks` row by row."""
+        rows, start = [], 0
+        for target, (_, target_idx) in zip(targets, indices):
+            frames = torch.arange(target["masks"].shape[1:-2].numel(), device=device)
+            rows.append(start + (target_idx.to(device)[:, None] * len(frames) + frames).flatten())
+            start += len(target["masks"]) * len(frames)
+        return torch.cat(rows)
 
     @staticmethod
     def _matched_queries(indices):
@@ -123,13 +145,13 @@ class SetCriterion(nn.Module):
         query_idx = torch.cat([src for src, _ in indices])
         return batch_idx, query_idx
 
-    def _losses_of(self, outputs, targets, num_masks):
+    def _losses_of(self, outputs, targets, target_masks, num_masks):
         indices = self.matcher(outputs, targets)
         losses = {}
         if "labels" in self.losses:
             losses.update(self.loss_labels(outputs, targets, indices, num_masks))
         if "masks" in self.losses:
-            losses.update(self.loss_masks(outputs, targets, indices, num_masks))
+            losses.update(self.loss_masks(outputs, targets, indices, num_masks, target_masks))
         return losses
 
     def num_masks_per_worker(self, targets, device):
@@ -153,13 +175,17 @@ class SetCriterion(nn.Module):
         Returns:
             dict[str, Tensor]: unweighted scalar losses.
         """
-        num_masks = self.num_masks_per_worker(targets, outputs["pred_logits"].device)
+        device = outputs["pred_logits"].device
+        num_masks = self.num_masks_per_worker(targets, device)
+        # converted once for all decoder outputs (the only float copy of the targets)
+        target_masks = all_target_masks(targets, device) if "masks" in self.losses else None
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
-        losses = self._losses_of(final, targets, num_masks)
+        losses = self._losses_of(final, targets, target_masks, num_masks)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             if not any(f"{name}_{i}" in self.weight_dict for name in self.LOSS_NAMES):
                 continue  # no weight for this output (deep supervision off): skip the matching
-            losses.update({f"{k}_{i}": v for k, v in self._losses_of(aux, targets, num_masks).items()})
+            aux_losses = self._losses_of(aux, targets, target_masks, num_masks)
+            losses.update({f"{k}_{i}": v for k, v in aux_losses.items()})
         return losses
 
     def extra_repr(self):

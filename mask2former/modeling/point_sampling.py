@@ -11,7 +11,7 @@ __all__ = [
     "point_sample",
     "bilinear_taps",
     "blend_taps",
-    "point_sample_masks",
+    "point_sample_rows",
     "mask_uncertainty",
     "sample_uncertain_points",
 ]
@@ -56,15 +56,23 @@ def bilinear_taps(point_coords, height, width):
     # float64 does the same, so that 0/1 masks sample bit-identically.
     x = ((grid[..., 0].double() + 1) * (width / 2) - 0.5).to(grid.dtype)
     y = ((grid[..., 1].double() + 1) * (height / 2) - 0.5).to(grid.dtype)
-    x0, y0 = x.floor(), y.floor()
-    dx, dy = x - x0, y - y0
-    # corners in the order (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)
-    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=-1)
-    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=-1)
-    weight = torch.stack([(1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy], dim=-1)
-    inside = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
-    index = ys.clamp(0, height - 1).long() * width + xs.clamp(0, width - 1).long()
-    return index, weight * inside
+    x_low, x_high, wx_low, wx_high = _axis_taps(x, width)
+    y_low, y_high, wy_low, wy_high = _axis_taps(y, height)
+    row_low, row_high = y_low * width, y_high * width
+    # corners (x_low, y_low), (x_high, y_low), (x_low, y_high), (x_high, y_high)
+    index = torch.stack([row_low + x_low, row_low + x_high, row_high + x_low, row_high + x_high], dim=-1)
+    weight = torch.stack([wy_low * wx_low, wy_low * wx_high, wy_high * wx_low, wy_high * wx_high], dim=-1)
+    return index, weight
+
+
+def _axis_taps(coord, size):
+    """Lower and upper pixel of a pixel coordinate, clamped into [0, size), and their
+    linear weights, 0 for a pixel outside the map."""
+    low = coord.floor()
+    frac = coord - low
+    weight_low = (1 - frac) * ((low >= 0) & (low <= size - 1))
+    weight_high = frac * ((low >= -1) & (low <= size - 2))
+    return low.clamp(0, size - 1).long(), (low + 1).clamp(0, size - 1).long(), weight_low, weight_high
 
 
 def blend_taps(values, weight):
@@ -80,27 +88,25 @@ def blend_taps(values, weight):
     return (values.unflatten(-1, (-1, 4)).to(weight.dtype) * weight).sum(-1)
 
 
-def point_sample_masks(masks, point_coords):
-    """`point_sample` of masks of any dtype (boolean targets included) without converting
-    whole maps to float: only the four pixels around each point are read.
+def point_sample_rows(features, rows, point_coords):
+    """`point_sample(features[rows], point_coords)` without copying the selected rows.
 
-    Equals `point_sample(masks[:, None].float(), point_coords)[:, 0]` (bit for bit for 0/1
-    masks on the CPU).
+    When no row is selected twice (a one-to-one matching), each row's points are put in
+    place and the whole tensor is sampled; unselected rows read one corner point each.
 
     Args:
-        masks (Tensor): (N, H, W).
+        features (Tensor): (R, C, H, W).
+        rows (Tensor): (N,) int64 row indices.
         point_coords (Tensor): (N, P, 2) normalised (x, y) in [0, 1].
 
     Returns:
-        Tensor: (N, P) in the dtype of the points.
+        Tensor: (N, C, P).
     """
-    if masks.dim() != 3 or point_coords.dim() != 3 or point_coords.shape[-1] != 2:
-        raise ValueError(
-            f"point_sample_masks: masks must be (N, H, W) and points (N, P, 2), "
-            f"got {tuple(masks.shape)} and {tuple(point_coords.shape)}"
-        )
-    index, weight = bilinear_taps(point_coords, *masks.shape[-2:])
-    return blend_taps(masks.flatten(1).gather(1, index.flatten(1)), weight)
+    if torch.unique(rows).numel() != rows.numel():
+        return point_sample(features[rows], point_coords)
+    grid = point_coords.new_zeros(features.shape[0], *point_coords.shape[1:])
+    grid[rows] = point_coords
+    return point_sample(features, grid)[rows]
 
 
 def mask_uncertainty(logits):

@@ -9,10 +9,6 @@ class VideoSetCriterion(SetCriterion):
 
     After matching whole clips (`VideoHungarianMatcher`), each matched (query, frame) mask
     is a mask of its own, with its own importance-sampled points, and the mask losses are
-    summed over frames and normalised by the number of matched instances (not frames).
+    summed over frames and normalised by the number of matched instances (not frames): the
+    image criterion's handling of dimensions before (h, w).
     """
-
-    def _matched_masks(self, outputs, targets, indices):
-        """Predicted (M * T, h, w) float32 and target (M * T, H, W) masks of the matched frames."""
-        pred_masks, target_masks = super()._matched_masks(outputs, targets, indices)
-        return pred_masks.flatten(0, 1), target_masks.flatten(0, 1)
