@@ -12,9 +12,15 @@ from detectron2.structures import BitMasks, Instances
 
 import mask2former.modeling.criterion as criterion_module
 from mask2former.config import build_config
-from mask2former.modeling.criterion import SetCriterion
+from mask2former.modeling.criterion import SetCriterion, dice_loss, sigmoid_ce_loss
 from mask2former.modeling.matcher import HungarianMatcher
-from mask2former.modeling.point_sampling import point_sample, sample_uncertain_points
+from mask2former.modeling.point_sampling import (
+    bilinear_taps,
+    blend_taps,
+    point_sample,
+    point_sample_rows,
+    sample_uncertain_points,
+)
 from maskformer_standins import loss_weights, tiny_maskformer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,6 +170,64 @@ def test_point_sample_reads_pixel_centres():
     outside = torch.tensor([[[0.0, 0.5 / 3]]])
     assert point_sample(features, outside).item() == pytest.approx(0.0, abs=1e-6)
     assert point_sample(features + 1, outside).item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_bilinear_taps_reproduce_point_sample():
+    g = torch.Generator().manual_seed(0)
+    points = torch.rand(3, 400, 2, generator=g) * 1.2 - 0.1  # some outside the map: zero padding
+    for masks in (torch.rand(3, 24, 40, generator=g) > 0.5, torch.randn(3, 24, 40, generator=g)):
+        index, weight = bilinear_taps(points, 24, 40)
+        assert index.shape == weight.shape == (3, 400, 4) and 0 <= index.min() and index.max() < 24 * 40
+        got = blend_taps(masks.flatten(1).gather(1, index.flatten(1)), weight)
+        expected = point_sample(masks[:, None].float(), points)[:, 0]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_point_sample_rows_equals_sampling_the_selected_rows():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(6, 2, 10, 10, generator=g)
+    for rows in (torch.tensor([4, 0, 2]), torch.tensor([1, 3, 1])):  # the second selects a row twice
+        points = torch.rand(3, 50, 2, generator=g)
+        assert torch.equal(point_sample_rows(features, rows, points), point_sample(features[rows], points))
+
+
+def reference_mask_losses(criterion, outputs, targets, indices, num_masks):
+    """loss_mask and loss_dice with the matched target masks copied and converted to float."""
+    batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)])
+    query_idx = torch.cat([src for src, _ in indices])
+    pred = outputs["pred_masks"][batch_idx, query_idx][:, None]
+    target = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])[:, None].float()
+    points = sample_uncertain_points(pred, criterion.num_points, criterion.oversample_ratio, criterion.importance_sample_ratio)
+    pred_points, target_points = point_sample(pred, points)[:, 0], point_sample(target, points)[:, 0]
+    return sigmoid_ce_loss(pred_points, target_points, num_masks), dice_loss(pred_points, target_points, num_masks)
+
+
+def test_mask_losses_of_every_output_equal_reference(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    counts = [3, 0, 7]
+
+    def output():
+        return {"pred_logits": torch.randn(3, 5, 4, generator=g), "pred_masks": torch.randn(3, 5, 8, 8, generator=g) * 3}
+
+    outputs = dict(output(), aux_outputs=[output(), output()])
+    targets = [
+        {"labels": torch.randint(0, 3, (n,), generator=g), "masks": torch.rand(n, 32, 32, generator=g) > 0.6}
+        for n in counts
+    ]
+    conversions = []
+    real = criterion_module.all_target_masks
+    monkeypatch.setattr(criterion_module, "all_target_masks", lambda *a: conversions.append(1) or real(*a))
+    criterion = make_criterion(num_aux=2)
+    torch.manual_seed(1)
+    losses = criterion(outputs, targets)
+    assert len(conversions) == 1  # the float targets serve all three outputs
+
+    torch.manual_seed(1)  # the same random numbers: matcher, then loss points, output by output
+    for suffix, out in zip(["", "_0", "_1"], [outputs, *outputs["aux_outputs"]]):
+        indices = criterion.matcher(out, targets)
+        loss_mask, loss_dice = reference_mask_losses(criterion, out, targets, indices, num_masks=sum(counts))
+        torch.testing.assert_close(losses[f"loss_mask{suffix}"], loss_mask, atol=1e-6, rtol=0)
+        torch.testing.assert_close(losses[f"loss_dice{suffix}"], loss_dice, atol=1e-6, rtol=0)
 
 
 def instances(classes, masks):

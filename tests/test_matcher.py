@@ -5,6 +5,8 @@ from torch.nn import functional as F
 
 import mask2former.modeling.matcher as matcher_module
 from mask2former.modeling.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce
+from mask2former.modeling.point_sampling import point_sample
+from mask2former.video.modeling import VideoHungarianMatcher
 
 
 def box(height, width, rows, cols, on=8.0, off=-8.0):
@@ -87,7 +89,9 @@ def test_non_finite_cost_names_image_and_cost(where, cost):
 
 def test_inf_mask_logits_report_dice_when_only_dice_breaks(monkeypatch):
     outputs, targets = obvious_case()
-    monkeypatch.setattr(matcher_module, "pairwise_dice", lambda p, t: torch.full((p.shape[0], t.shape[0]), float("inf")))
+    monkeypatch.setattr(
+        matcher_module, "pairwise_dice", lambda p, t: torch.full((*p.shape[:-1], t.shape[-2]), float("inf"))
+    )
     with pytest.raises(FloatingPointError, match="non-finite dice cost for image 0"):
         HungarianMatcher(2.0, 5.0, 5.0, num_points=64)(outputs, targets)
 
@@ -122,3 +126,69 @@ def test_rejects_bad_arguments():
     outputs, targets = obvious_case()
     with pytest.raises(ValueError, match="2 targets for a batch of 1"):
         HungarianMatcher(1.0, 1.0, 1.0, num_points=10)(outputs, targets * 2)
+
+
+def per_image_reference(matcher, outputs, targets):
+    """The matcher written image by image: its own point draw, float targets and
+    (Q, N) costs per image. Returns the assignments and the (Q, N) costs."""
+    indices, costs = [], []
+    for b, target in enumerate(targets):
+        if len(target["labels"]) == 0:
+            indices.append((torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int64)))
+            continue
+        points = torch.rand(1, matcher.num_points, 2)
+        pred = outputs["pred_masks"][b].flatten(0, -3)[:, None]  # (Q [* T], 1, h, w)
+        pred = point_sample(pred, points.expand(len(pred), -1, -1)).view(outputs["pred_masks"].shape[1], -1)
+        masks = target["masks"].flatten(0, -3)[:, None].float()
+        masks = point_sample(masks, points.expand(len(masks), -1, -1)).view(len(target["labels"]), -1)
+        cost = (
+            -matcher.cost_class * outputs["pred_logits"][b].softmax(-1)[:, target["labels"]]
+            + matcher.cost_mask * pairwise_sigmoid_ce(pred, masks)
+            + matcher.cost_dice * pairwise_dice(pred, masks)
+        )
+        rows, cols = matcher_module.linear_sum_assignment(cost.numpy())
+        indices.append((torch.as_tensor(rows), torch.as_tensor(cols)))
+        costs.append(cost)
+    return indices, costs
+
+
+@pytest.mark.parametrize("frames", [None, 3])
+def test_batched_matcher_equals_per_image_reference(monkeypatch, frames):
+    # different target counts per image, one image without targets, one with more
+    # targets than queries; frames: the video matcher (masks with a frame dimension)
+    g = torch.Generator().manual_seed(0)
+    counts, num_queries, num_classes = [5, 0, 25, 13], 20, 6
+    clip = () if frames is None else (frames,)
+    outputs = {
+        "pred_logits": torch.randn(len(counts), num_queries, num_classes + 1, generator=g) * 3,
+        "pred_masks": torch.randn(len(counts), num_queries, *clip, 12, 12, generator=g) * 4,
+    }
+    targets = [
+        {"labels": torch.randint(0, num_classes, (n,), generator=g), "masks": torch.rand(n, *clip, 40, 40, generator=g) > 0.7}
+        for n in counts
+    ]
+    matcher = (HungarianMatcher if frames is None else VideoHungarianMatcher)(2.0, 5.0, 5.0, num_points=300)
+    torch.manual_seed(1)
+    expected, expected_costs = per_image_reference(matcher, outputs, targets)
+
+    seen = []
+    real = matcher_module.linear_sum_assignment
+    monkeypatch.setattr(matcher_module, "linear_sum_assignment", lambda cost: seen.append(cost) or real(cost))
+    torch.manual_seed(1)  # one draw of (B, P, 2) gives the numbers of one (1, P, 2) draw per image
+    got = matcher(outputs, targets)
+
+    assert [(r.tolist(), c.tolist()) for r, c in got] == [(r.tolist(), c.tolist()) for r, c in expected]
+    assert [len(r) for r, _ in got] == [min(n, num_queries) for n in counts]
+    assert len(seen) == len(expected_costs) == 3
+    for cost, expected_cost in zip(seen, expected_costs):
+        assert cost.shape == expected_cost.shape
+        # batched matmuls sum in another order than per-image ones: a few float32 ulps
+        torch.testing.assert_close(torch.as_tensor(cost), expected_cost, atol=1e-6, rtol=1e-6)
+
+
+def test_targets_of_different_sizes_are_rejected():
+    outputs, targets = obvious_case()
+    outputs = {k: v.repeat(2, 1, 1, 1) if v.dim() == 4 else v.repeat(2, 1, 1) for k, v in outputs.items()}
+    targets = [targets[0], {"labels": torch.tensor([1]), "masks": torch.ones(1, 16, 16, dtype=torch.bool)}]
+    with pytest.raises(ValueError, match="target masks of image 1 are \\(16, 16\\).*one size"):
+        HungarianMatcher(2.0, 5.0, 5.0, num_points=64)(outputs, targets)
