@@ -104,8 +104,8 @@ class SetCriterion(nn.Module):
     def loss_masks(self, outputs, targets, indices, num_masks, target_masks=None):
         """Sigmoid BCE and dice on importance-sampled points of the matched masks.
 
-        `target_masks` is `all_target_masks(targets)`, which `forward` converts once for all
-        decoder outputs; computed here if not given.
+        `target_masks` is `all_target_masks(targets, device)`, which `forward` converts once
+        for all decoder outputs; computed here if not given.
         """
         pred_masks = self._matched_pred_masks(outputs, indices)[:, None]
         if target_masks is None:

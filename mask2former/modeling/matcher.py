@@ -141,7 +141,7 @@ class HungarianMatcher(nn.Module):
         """
         first = targets[with_targets[0]]["masks"]
         index, weight = bilinear_taps(points, *first.shape[-2:])  # (B, P, 4)
-        rows_per_target = first[0].numel() // first.shape[-2:].numel()  # > 1 for clips
+        rows_per_target = first.shape[1:-2].numel()  # frames of a clip, 1 for an image
         shape = (len(targets), max_count * rows_per_target, index[0].numel())
         values = torch.zeros(shape, dtype=first.dtype, device=points.device)
         for b in with_targets:
@@ -152,7 +152,7 @@ class HungarianMatcher(nn.Module):
                     f"image {with_targets[0]} {tuple(first.shape[1:])}: pad the targets of a batch to one size"
                 )
             pixels = masks.reshape(len(masks) * rows_per_target, -1)
-            values[b, : len(pixels)] = pixels.index_select(1, index[b].flatten())
+            torch.index_select(pixels, 1, index[b].flatten(), out=values[b, : len(pixels)])
         return blend_taps(values, weight[:, None]).view(len(targets), max_count, -1)
 
     @staticmethod

@@ -85,7 +85,8 @@ def blend_taps(values, weight):
     Returns:
         Tensor: (..., P) in the dtype of the weights.
     """
-    return (values.unflatten(-1, (-1, 4)).to(weight.dtype) * weight).sum(-1)
+    # boolean values are promoted inside the product, not copied to float first
+    return (values.unflatten(-1, (-1, 4)) * weight).sum(-1).to(weight.dtype)
 
 
 def point_sample_rows(features, rows, point_coords):
