@@ -14,13 +14,7 @@ import mask2former.modeling.criterion as criterion_module
 from mask2former.config import build_config
 from mask2former.modeling.criterion import SetCriterion, dice_loss, sigmoid_ce_loss
 from mask2former.modeling.matcher import HungarianMatcher
-from mask2former.modeling.point_sampling import (
-    bilinear_taps,
-    blend_taps,
-    point_sample,
-    point_sample_rows,
-    sample_uncertain_points,
-)
+from mask2former.modeling.point_sampling import point_sample, point_sample_rows, sample_uncertain_points
 from maskformer_standins import loss_weights, tiny_maskformer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,17 +164,6 @@ def test_point_sample_reads_pixel_centres():
     outside = torch.tensor([[[0.0, 0.5 / 3]]])
     assert point_sample(features, outside).item() == pytest.approx(0.0, abs=1e-6)
     assert point_sample(features + 1, outside).item() == pytest.approx(0.5, abs=1e-5)
-
-
-def test_bilinear_taps_reproduce_point_sample():
-    g = torch.Generator().manual_seed(0)
-    points = torch.rand(3, 400, 2, generator=g) * 1.2 - 0.1  # some outside the map: zero padding
-    for masks in (torch.rand(3, 24, 40, generator=g) > 0.5, torch.randn(3, 24, 40, generator=g)):
-        index, weight = bilinear_taps(points, 24, 40)
-        assert index.shape == weight.shape == (3, 400, 4) and 0 <= index.min() and index.max() < 24 * 40
-        got = blend_taps(masks.flatten(1).gather(1, index.flatten(1)), weight)
-        expected = point_sample(masks[:, None].float(), points)[:, 0]
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
 def test_point_sample_rows_equals_sampling_the_selected_rows():

@@ -185,10 +185,3 @@ def test_batched_matcher_equals_per_image_reference(monkeypatch, frames):
         # batched matmuls sum in another order than per-image ones: a few float32 ulps
         torch.testing.assert_close(torch.as_tensor(cost), expected_cost, atol=1e-6, rtol=1e-6)
 
-
-def test_targets_of_different_sizes_are_rejected():
-    outputs, targets = obvious_case()
-    outputs = {k: v.repeat(2, 1, 1, 1) if v.dim() == 4 else v.repeat(2, 1, 1) for k, v in outputs.items()}
-    targets = [targets[0], {"labels": torch.tensor([1]), "masks": torch.ones(1, 16, 16, dtype=torch.bool)}]
-    with pytest.raises(ValueError, match="target masks of image 1 are \\(16, 16\\).*one size"):
-        HungarianMatcher(2.0, 5.0, 5.0, num_points=64)(outputs, targets)

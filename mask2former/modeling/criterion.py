@@ -41,6 +41,18 @@ def all_target_masks(targets, device):
     return masks.flatten(0, -3)[:, None].float()
 
 
+def _with_masks_from(targets, target_masks):
+    """The targets with their "masks" replaced by the same masks in `target_masks`
+    (`all_target_masks(targets)`), as views."""
+    replaced, start = [], 0
+    for target in targets:
+        rows = target["masks"].shape[:-2].numel()
+        masks = target_masks[start : start + rows, 0].view(target["masks"].shape)
+        replaced.append(dict(target, masks=masks))
+        start += rows
+    return replaced
+
+
 class SetCriterion(nn.Module):
     """Matches predictions to targets, then computes the losses of every decoder output.
 
@@ -177,8 +189,10 @@ class SetCriterion(nn.Module):
         """
         device = outputs["pred_logits"].device
         num_masks = self.num_masks_per_worker(targets, device)
-        # converted once for all decoder outputs (the only float copy of the targets)
-        target_masks = all_target_masks(targets, device) if "masks" in self.losses else None
+        # The only float copy of the targets, made once for the matcher and the losses of
+        # all decoder outputs (the matcher gets float32 views of it as the targets' masks).
+        target_masks = all_target_masks(targets, device)
+        targets = _with_masks_from(targets, target_masks)
         final = {k: v for k, v in outputs.items() if k != "aux_outputs"}
         losses = self._losses_of(final, targets, target_masks, num_masks)
         for i, aux in enumerate(outputs.get("aux_outputs", [])):

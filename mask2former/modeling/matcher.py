@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from .point_sampling import bilinear_taps, blend_taps, point_sample
+from .point_sampling import point_sample
 
 
 def _at_iteration() -> str:
@@ -91,7 +91,7 @@ class HungarianMatcher(nn.Module):
         Args:
             outputs (dict): "pred_logits" (B, Q, K+1) and "pred_masks" (B, Q, h, w).
             targets (list[dict]): per image, "labels" (N,) int64 and "masks" (N, H, W),
-                boolean or float, of one size (H, W) for the batch.
+                boolean or float.
 
         Returns:
             list[tuple[Tensor, Tensor]]: per image, (query indices, target indices), both
@@ -134,26 +134,16 @@ class HungarianMatcher(nn.Module):
 
     @staticmethod
     def _target_points(targets, with_targets, max_count, points):
-        """(B, Nmax, ..., H, W) target masks at their image's points (B, P, 2) -> (B, Nmax, P').
-
-        Reads only the four pixels around each point (no float copy of the masks); the
-        images' masks must share one size, as `MaskFormer.prepare_targets` pads them.
-        """
-        first = targets[with_targets[0]]["masks"]
-        index, weight = bilinear_taps(points, *first.shape[-2:])  # (B, P, 4)
-        rows_per_target = first.shape[1:-2].numel()  # frames of a clip, 1 for an image
-        shape = (len(targets), max_count * rows_per_target, index[0].numel())
-        values = torch.zeros(shape, dtype=first.dtype, device=points.device)
+        """The target masks (N, ..., H, W) of each image read at its points (B, P, 2)
+        -> (B, Nmax, P'), zero rows for padding."""
+        frames = targets[with_targets[0]]["masks"].shape[1:-2].numel()  # 1 for an image
+        target_points = points.new_zeros(len(targets), max_count, frames * points.shape[1])
         for b in with_targets:
-            masks = targets[b]["masks"].to(points.device)
-            if masks.shape[1:] != first.shape[1:]:
-                raise ValueError(
-                    f"HungarianMatcher: target masks of image {b} are {tuple(masks.shape[1:])}, those of "
-                    f"image {with_targets[0]} {tuple(first.shape[1:])}: pad the targets of a batch to one size"
-                )
-            pixels = masks.reshape(len(masks) * rows_per_target, -1)
-            torch.index_select(pixels, 1, index[b].flatten(), out=values[b, : len(pixels)])
-        return blend_taps(values, weight[:, None]).view(len(targets), max_count, -1)
+            # float32 masks (as `SetCriterion` passes them) are sampled without a copy
+            masks = targets[b]["masks"].to(points).flatten(0, -3)[:, None]  # (N * frames, 1, H, W)
+            sampled = point_sample(masks, points[b].expand(len(masks), -1, -1))
+            target_points[b, : len(targets[b]["masks"])] = sampled.view(len(targets[b]["masks"]), -1)
+        return target_points
 
     @staticmethod
     def _check_finite(counts, costs):

@@ -9,8 +9,6 @@ from torch.nn import functional as F
 
 __all__ = [
     "point_sample",
-    "bilinear_taps",
-    "blend_taps",
     "point_sample_rows",
     "mask_uncertainty",
     "sample_uncertain_points",
@@ -36,57 +34,6 @@ def point_sample(features, point_coords):
     grid = (2.0 * point_coords - 1.0).unsqueeze(2)  # (N, P, 1, 2) in grid_sample's [-1, 1]
     sampled = F.grid_sample(features, grid.to(features.dtype), mode="bilinear", align_corners=False)
     return sampled.squeeze(3)
-
-
-def bilinear_taps(point_coords, height, width):
-    """The four pixels, and their weights, that `point_sample` blends at each point.
-
-    Args:
-        point_coords (Tensor): (..., P, 2) normalised (x, y) in [0, 1].
-        height, width (int): size of the map.
-
-    Returns:
-        tuple[Tensor, Tensor]: flat pixel indices (..., P, 4) int64 in [0, H * W) and
-        bilinear weights (..., P, 4) in the dtype of the points. A pixel outside the map
-        gets weight 0 (and some valid index), which is grid_sample's zero padding.
-    """
-    grid = 2.0 * point_coords - 1.0
-    # grid_sample's pixel coordinate (align_corners=False: pixel centres at integer + 0.5),
-    # (g + 1) * size / 2 - 0.5, which its CPU kernel rounds once (fused multiply-add);
-    # float64 does the same, so that 0/1 masks sample bit-identically.
-    x = ((grid[..., 0].double() + 1) * (width / 2) - 0.5).to(grid.dtype)
-    y = ((grid[..., 1].double() + 1) * (height / 2) - 0.5).to(grid.dtype)
-    x_low, x_high, wx_low, wx_high = _axis_taps(x, width)
-    y_low, y_high, wy_low, wy_high = _axis_taps(y, height)
-    row_low, row_high = y_low * width, y_high * width
-    # corners (x_low, y_low), (x_high, y_low), (x_low, y_high), (x_high, y_high)
-    index = torch.stack([row_low + x_low, row_low + x_high, row_high + x_low, row_high + x_high], dim=-1)
-    weight = torch.stack([wy_low * wx_low, wy_low * wx_high, wy_high * wx_low, wy_high * wx_high], dim=-1)
-    return index, weight
-
-
-def _axis_taps(coord, size):
-    """Lower and upper pixel of a pixel coordinate, clamped into [0, size), and their
-    linear weights, 0 for a pixel outside the map."""
-    low = coord.floor()
-    frac = coord - low
-    weight_low = (1 - frac) * ((low >= 0) & (low <= size - 1))
-    weight_high = frac * ((low >= -1) & (low <= size - 2))
-    return low.clamp(0, size - 1).long(), (low + 1).clamp(0, size - 1).long(), weight_low, weight_high
-
-
-def blend_taps(values, weight):
-    """Bilinear values from the values at the four taps of each point.
-
-    Args:
-        values (Tensor): (..., P * 4) map values (any dtype) at the indices of `bilinear_taps`.
-        weight (Tensor): (..., P, 4) its weights, broadcastable to the values.
-
-    Returns:
-        Tensor: (..., P) in the dtype of the weights.
-    """
-    # boolean values are promoted inside the product, not copied to float first
-    return (values.unflatten(-1, (-1, 4)) * weight).sum(-1).to(weight.dtype)
 
 
 def point_sample_rows(features, rows, point_coords):
