@@ -7,12 +7,7 @@ the same points address a stride-4 prediction and a full-resolution target alike
 import torch
 from torch.nn import functional as F
 
-__all__ = [
-    "point_sample",
-    "point_sample_rows",
-    "mask_uncertainty",
-    "sample_uncertain_points",
-]
+__all__ = ["point_sample", "point_sample_rows", "mask_uncertainty", "sample_uncertain_points"]
 
 
 def point_sample(features, point_coords):
