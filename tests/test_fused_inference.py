@@ -142,6 +142,15 @@ def test_fused_kernels_stay_out_of_autograd_and_export():
         with torch.no_grad():
             assert onednn.fused_kernels_apply(x)
     assert not onednn.fused_kernels_apply(x)  # gradients are recorded: plain operators
+    seen = []
+
+    def record(t):
+        seen.append(onednn.fused_kernels_apply(t))
+        return t * 2
+
+    with torch.no_grad():
+        torch.jit.trace(record, (x,), check_trace=False)  # as fvcore's FLOP counter traces
+    assert seen == [False]
     layer = nn.Linear(8, 4)
     y = onednn.linear(x, layer)
     y.sum().backward()

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["fused_kernels_apply", "compute_dtype", "linear", "multihead_attention", "conv2d"]
+__all__ = ["inference_rewrites_apply", "fused_kernels_apply", "compute_dtype", "linear", "multihead_attention", "conv2d"]
 
 
 def _onednn_available() -> bool:
@@ -27,11 +27,15 @@ def _onednn_available() -> bool:
 _AVAILABLE = _onednn_available()
 
 
+def inference_rewrites_apply() -> bool:
+    """No gradient to record, and not traced: torch.export / torch.compile and jit traces
+    (fvcore's FLOP counts) keep the standard operators, which every runtime and counter knows."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
 def fused_kernels_apply(x: Tensor) -> bool:
-    """Whether `x` can go through the fused kernels: on CPU, with no gradient to record
-    and not while torch.export / torch.compile trace (exported graphs keep the standard
-    operators, which every runtime knows)."""
-    return _AVAILABLE and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    """Whether `x` can go through the fused kernels: on CPU and `inference_rewrites_apply`."""
+    return _AVAILABLE and x.device.type == "cpu" and inference_rewrites_apply()
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
