@@ -204,3 +204,25 @@ def test_onednn_multihead_attention_equals_the_module(fused, source_length):
             expected = attention(query, key, value, attn_mask=blocked, need_weights=False)[0]
             actual = onednn.multihead_attention(attention, query, key, value, attn_mask=blocked)
     assert torch.allclose(actual.float(), expected.float(), atol=5e-2, rtol=5e-2)
+
+
+def test_forward_hooks_see_the_modules_run():
+    """Hooks (feature extraction, FLOP counters) keep working: hooked modules run their own forward."""
+    layer = nn.Linear(8, 4).eval()
+    outputs = []
+    handle = layer.register_forward_hook(lambda m, args, out: outputs.append(out))
+    with torch.no_grad():
+        onednn.linear(torch.randn(3, 8), layer, relu=True)
+    handle.remove()
+    assert len(outputs) == 1 and (outputs[0] < 0).any()  # the hook saw the output before the ReLU
+
+    cfg = build_config(str(REPO_ROOT / "configs/quickstart/panoptic_R18_synthetic_test.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg).eval()
+    seen = []
+    model.backbone.res4.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        model.inference_features(torch.randn(1, 3, 64, 64))
+    assert seen == [(1, 256, 4, 4)]

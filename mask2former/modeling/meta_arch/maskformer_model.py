@@ -205,7 +205,8 @@ class MaskFormer(nn.Module):
 
     def inference_features(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The backbone's features at inference: through `FoldedResNet` where it applies."""
-        if self._folded_backbone is not None and not self.training and onednn.inference_rewrites_apply():
+        folded = self._folded_backbone is not None and not self.training and onednn.inference_rewrites_apply()
+        if folded and not onednn.has_forward_hooks(self.backbone):  # hooks must see the backbone's own modules run
             return self._folded_backbone(images)
         return self.backbone(images)
 
