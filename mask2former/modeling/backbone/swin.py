@@ -5,7 +5,7 @@ Parameter names follow the published Mask2Former checkpoints (``patch_embed.proj
 ``norm{i}``). Inputs of any size work: every stage pads to a multiple of the window size
 internally and crops back.
 
-Padding is unconditional and sizes are rounded up as ``(n + m - 1) // m * m``: with no
+Padding is unconditional and sizes are rounded up as ``((n - 1) // m + 1) * m``: with no
 branch on a size and no modulo in the shape arithmetic, ``torch.export`` traces one graph
 that holds for every input size (a zero pad changes no value).
 """
@@ -43,9 +43,16 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def ceil_div(size: int, divisor: int) -> int:
+    """ceil(size / divisor) for size >= 1, as ``(size - 1) // divisor + 1``: nested, these
+    collapse into one floor division (ceil(ceil(H / 4) / 2) = (H - 1) // 8 + 1), the form
+    of a convolution's output size, so traced stage sizes stay simple."""
+    return (size - 1) // divisor + 1
+
+
 def ceil_to_multiple(size: int, multiple: int) -> int:
-    """The smallest multiple of ``multiple`` that is at least ``size``."""
-    return (size + multiple - 1) // multiple * multiple
+    """The smallest multiple of ``multiple`` that is at least ``size`` (>= 1)."""
+    return ceil_div(size, multiple) * multiple
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -239,7 +246,7 @@ class PatchMerging(nn.Module):
     def forward(self, x: Tensor, H: int, W: int) -> Tensor:
         """(B, H * W, C) -> (B, ceil(H/2) * ceil(W/2), 2C); odd sizes are zero-padded."""
         B, L, C = x.shape
-        H2, W2 = (H + 1) // 2, (W + 1) // 2
+        H2, W2 = ceil_div(H, 2), ceil_div(W, 2)
         x = F.pad(x.view(B, H, W, C), (0, 0, 0, 2 * W2 - W, 0, 2 * H2 - H))
         # (B, H2, dy, W2, dx, C) -> (B, H2 * W2, [dx, dy, C]): the neighbours in the order
         # top-left, bottom-left, top-right, bottom-right, the published weights' layout.
@@ -308,7 +315,7 @@ class BasicLayer(nn.Module):
                 x = blk(x, H, W, attn_mask)
         if self.downsample is None:
             return x, H, W, x, H, W
-        return x, H, W, self.downsample(x, H, W), (H + 1) // 2, (W + 1) // 2
+        return x, H, W, self.downsample(x, H, W), ceil_div(H, 2), ceil_div(W, 2)
 
 
 class PatchEmbed(nn.Module):
