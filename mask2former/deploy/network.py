@@ -3,9 +3,10 @@ layer's class and mask logits out.
 
     images (N, 3, H, W) float32 -> pred_logits (N, Q, K+1), pred_masks (N, Q, H/4, W/4)
 
-H and W are multiples of the model's size divisibility, at least `smallest_side(model)`. Everything around it (reading and
-resizing the image, normalising, padding, and turning logits into results) runs in
-`mask2former.deploy.runtime` and `mask2former.postprocessing`, outside the exported graph.
+H and W are multiples of the model's size divisibility, at least `smallest_side`. Everything
+around it (reading and resizing the image, normalising, padding, and turning logits into
+results) runs in `mask2former.deploy.runtime` and `mask2former.postprocessing`, outside the
+exported graph.
 """
 import types
 from typing import Optional, Tuple
@@ -62,8 +63,8 @@ def smallest_side(model: nn.Module, size_divisibility: int) -> int:
 def example_images(size_divisibility: int, min_side: int = MIN_SIDE, batch: int = 2, device="cpu") -> Tensor:
     """A traceable example input: two images, non-square, one and two multiples of the
     divisibility above the smallest side (sizes that are not 0/1-specialised by the tracer)."""
-    step = max(int(size_divisibility), 1)
-    base = max(-(-min_side // step) * step, step)
+    step = max(int(size_divisibility), 32)
+    base = -(-min_side // step) * step
     return torch.randn(batch, 3, base + 2 * step, base + step, device=device)
 
 
