@@ -81,7 +81,7 @@ def timed_stages(model, batch, dtype):
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         sync()
         start = time.perf_counter()
-        features = model.backbone(images.tensor)
+        features = getattr(model, "inference_features", model.backbone)(images.tensor)  # older code: no folding
         sync()
         times["backbone"] = time.perf_counter() - start
         start = time.perf_counter()

@@ -50,6 +50,8 @@ def test_sine_position_encoding_values(normalize):
         ref_mask = torch.zeros(2, 3, 4, dtype=torch.bool) if m is None else m
         expected = _expected_sine(ref_mask, 6, 10000, normalize, 2 * math.pi, 1e-6)
         torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    # Without a mask the encoding is computed on one row and column and broadcast: the same values.
+    assert torch.equal(pe(x, None), pe(x, torch.zeros(2, 3, 4, dtype=torch.bool)))
 
 
 def test_sine_position_encoding_normalised_range_and_custom_temperature():

@@ -4,6 +4,7 @@ import math
 import torch
 from torch import nn
 
+from . import onednn
 from .functional import ms_deform_attn
 
 __all__ = ["MSDeformAttn"]
@@ -100,17 +101,17 @@ class MSDeformAttn(nn.Module):
                     f"input_spatial_shapes cover {total} positions but input_flatten has S={S}"
                 )
 
-        value = self.value_proj(input_flatten)
+        value = onednn.linear(input_flatten, self.value_proj)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
         value = value.view(N, S, M, C // M)
 
-        offsets = self.sampling_offsets(query).view(N, Lq, M, L, P, 2)
-        weights = self.attention_weights(query).view(N, Lq, M, L * P).softmax(-1).view(N, Lq, M, L, P)
+        offsets = onednn.linear(query, self.sampling_offsets).view(N, Lq, M, L, P, 2)
+        weights = onednn.linear(query, self.attention_weights).view(N, Lq, M, L * P).softmax(-1).view(N, Lq, M, L, P)
         # Offsets are in pixels of each level: divide by (W_l, H_l) to move in normalised units.
         level_sizes_xy = input_spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) = (W_l, H_l)
         sampling_locations = (
             reference_points[:, :, None, :, None, :] + offsets / level_sizes_xy[None, None, None, :, None, :]
         )
         output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, sampling_locations, weights)
-        return self.output_proj(output)
+        return onednn.linear(output, self.output_proj)

@@ -10,7 +10,7 @@ from detectron2.layers import Conv2d, ShapeSpec
 from fvcore.nn import weight_init
 from torch import Tensor, nn
 
-from mask2former.ops import MSDeformAttn
+from mask2former.ops import MSDeformAttn, onednn
 
 from ..transformer_decoder.layers import get_activation_fn, xavier_uniform_matrices_
 from ..transformer_decoder.position_encoding import PositionEmbeddingSine
@@ -83,7 +83,10 @@ class MSDeformAttnEncoderLayer(nn.Module):
         """src, pos: (B, S, C); reference_points: (B, S, L, 2) -> (B, S, C)"""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attended))
-        ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        if not self.training and self.activation is F.relu and onednn.fused_kernels_apply(src):  # ReLU fused into linear1
+            ffn = onednn.linear(onednn.linear(src, self.linear1, relu=True), self.linear2)
+        else:
+            ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -164,9 +167,10 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         if len(srcs) != self.num_feature_levels:
             raise ValueError(f"expected {self.num_feature_levels} feature levels, got {len(srcs)}")
         shapes = [tuple(src.shape[-2:]) for src in srcs]
-        src_flatten = torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], 1)
+        # (B, C, H, W) -> (B, H * W, C) through permute: a view for channels-last maps.
+        src_flatten = torch.cat([src.permute(0, 2, 3, 1).flatten(1, 2) for src in srcs], 1)
         pos_flatten = torch.cat(
-            [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, pos in enumerate(pos_embeds)],
+            [pos.permute(0, 2, 3, 1).flatten(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, pos in enumerate(pos_embeds)],
             1,
         )
         device = src_flatten.device
@@ -341,7 +345,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         batch_size = memory.shape[0]
         shapes = [tuple(src.shape[-2:]) for src in srcs]
         tokens = torch.split(memory, [h * w for h, w in shapes], dim=1)
-        out = [t.transpose(1, 2).reshape(batch_size, -1, h, w) for t, (h, w) in zip(tokens, shapes)]
+        # Channels-last views of the tokens: no copy.
+        out = [t.reshape(batch_size, h, w, -1).permute(0, 3, 1, 2) for t, (h, w) in zip(tokens, shapes)]
 
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
             cur_fpn = self.lateral_convs[idx](features[name].float())

@@ -11,6 +11,8 @@ from typing import Callable, Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mask2former.ops import onednn
+
 __all__ = [
     "MLP",
     "SelfAttentionLayer",
@@ -88,9 +90,12 @@ class SelfAttentionLayer(nn.Module):
         """tgt, query_pos: (Q, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
         q = k = with_pos_embed(x, query_pos)
-        x = self.self_attn(
-            q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, need_weights=False
-        )[0]
+        if tgt_key_padding_mask is None:
+            x = onednn.multihead_attention(self.self_attn, q, k, x, attn_mask=tgt_mask)
+        else:
+            x = self.self_attn(
+                q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, need_weights=False
+            )[0]
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -118,14 +123,13 @@ class CrossAttentionLayer(nn.Module):
     ) -> Tensor:
         """tgt, query_pos: (Q, B, C); memory, pos: (HW, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
-        x = self.multihead_attn(
-            query=with_pos_embed(x, query_pos),
-            key=with_pos_embed(memory, pos),
-            value=memory,
-            attn_mask=memory_mask,
-            key_padding_mask=memory_key_padding_mask,
-            need_weights=False,
-        )[0]
+        query, key = with_pos_embed(x, query_pos), with_pos_embed(memory, pos)
+        if memory_key_padding_mask is None:
+            x = onednn.multihead_attention(self.multihead_attn, query, key, memory, attn_mask=memory_mask)
+        else:
+            x = self.multihead_attn(
+                query, key, memory, attn_mask=memory_mask, key_padding_mask=memory_key_padding_mask, need_weights=False
+            )[0]
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -153,6 +157,9 @@ class FFNLayer(nn.Module):
     def forward(self, tgt: Tensor) -> Tensor:
         """(Q, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        if not self.training and self.activation is F.relu and onednn.fused_kernels_apply(x):  # ReLU fused into linear1
+            x = onednn.linear(onednn.linear(x, self.linear1, relu=True), self.linear2)
+        else:
+            x = self.linear2(self.dropout(self.activation(self.linear1(x))))
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)

@@ -56,18 +56,24 @@ class PositionEmbeddingSine(nn.Module):
         Returns:
             (B, 2 * num_pos_feats, H, W) float32.
         """
+        batch_size, _, height, width = x.shape
         if mask is None:
-            mask = torch.zeros((x.shape[0], x.shape[2], x.shape[3]), device=x.device, dtype=torch.bool)
-        not_mask = ~mask
-        y_embed = not_mask.cumsum(1, dtype=torch.float32)
-        x_embed = not_mask.cumsum(2, dtype=torch.float32)
+            # No padding: the y encoding is the same along every row and the x one along every
+            # column, so compute them on one column / row and broadcast (same values).
+            mask = torch.zeros((1, height, width), device=x.device, dtype=torch.bool)
+            y_embed = (~mask[:, :, :1]).cumsum(1, dtype=torch.float32)  # (1, H, 1)
+            x_embed = (~mask[:, :1, :]).cumsum(2, dtype=torch.float32)  # (1, 1, W)
+        else:
+            y_embed = (~mask).cumsum(1, dtype=torch.float32)
+            x_embed = (~mask).cumsum(2, dtype=torch.float32)
         if self.normalize:
             y_embed = y_embed / (y_embed[:, -1:, :] + self.eps) * self.scale
             x_embed = x_embed / (x_embed[:, :, -1:] + self.eps) * self.scale
 
         dim_t = sine_frequencies(self.num_pos_feats, self.temperature, x.device)
-        pos_x = interleaved_sine_cosine(x_embed[:, :, :, None] / dim_t)
-        pos_y = interleaved_sine_cosine(y_embed[:, :, :, None] / dim_t)
+        shape = (batch_size, height, width, self.num_pos_feats)
+        pos_x = interleaved_sine_cosine(x_embed[:, :, :, None] / dim_t).expand(shape)
+        pos_y = interleaved_sine_cosine(y_embed[:, :, :, None] / dim_t).expand(shape)
         return torch.cat((pos_y, pos_x), dim=3).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:

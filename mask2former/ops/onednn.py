@@ -1,0 +1,120 @@
+"""Linear layers and convolutions with their bias, ReLU and residual sum fused, for CPU
+inference.
+
+PyTorch runs `relu(linear(x))` or `relu(conv(x) + y)` as separate passes over the output.
+oneDNN, which PyTorch's CPU builds include (`torch.ops.mkldnn`), applies them inside the
+matrix-multiply kernel, and its bfloat16 kernels use the CPU's bf16 instructions, where
+PyTorch's own bf16 `linear` is about half as fast. The helpers here take that path where
+it applies (`fused_kernels_apply`: CPU, no autograd, not traced for export) and are the
+plain operators everywhere else, with the same results up to float rounding.
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["inference_rewrites_apply", "fused_kernels_apply", "compute_dtype", "linear", "multihead_attention", "conv2d"]
+
+
+def _onednn_available() -> bool:
+    ops = torch.ops.mkldnn
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(ops, name) for name in ("_linear_pointwise", "_convolution_pointwise")
+    )
+
+
+_AVAILABLE = _onednn_available()
+
+
+def inference_rewrites_apply() -> bool:
+    """No gradient to record, and not traced: torch.export / torch.compile and jit traces
+    (fvcore's FLOP counts) keep the standard operators, which every runtime and counter knows."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+
+
+def fused_kernels_apply(x: Tensor) -> bool:
+    """Whether `x` can go through the fused kernels: on CPU and `inference_rewrites_apply`."""
+    return _AVAILABLE and x.device.type == "cpu" and inference_rewrites_apply()
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype autocast would run a matrix product of `x` in: oneDNN ops are not on
+    autocast's lists, so the callers cast themselves."""
+    if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _fused_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool = False) -> Tensor:
+    dtype = compute_dtype(x)
+    bias = bias.to(dtype) if bias is not None else None
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight.to(dtype), bias, "relu" if relu else "none", [], "")
+
+
+def linear(x: Tensor, layer: nn.Linear, relu: bool = False) -> Tensor:
+    """`layer(x)`, then ReLU if `relu`."""
+    if not fused_kernels_apply(x):
+        y = layer(x)
+        return F.relu(y) if relu else y
+    return _fused_linear(x, layer.weight, layer.bias, relu)
+
+
+def multihead_attention(
+    attention: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None
+) -> Tensor:
+    """`attention(query, key, value, attn_mask=attn_mask, need_weights=False)[0]` for a
+    sequence-first `nn.MultiheadAttention` ((L, B, E) inputs) at inference: the four
+    projections through the fused linear kernel, the attention through
+    `scaled_dot_product_attention`.
+
+    Args:
+        attn_mask: None or (B * num_heads, L, S) bool, True where attention is blocked.
+    """
+    plain = (
+        attention.training
+        or not fused_kernels_apply(query)
+        or attention.batch_first
+        or not attention._qkv_same_embed_dim
+        or attention.in_proj_bias is None
+        or attention.bias_k is not None
+        or (attn_mask is not None and (attn_mask.dtype != torch.bool or attn_mask.dim() != 3))
+    )
+    if plain:
+        return attention(query, key, value, attn_mask=attn_mask, need_weights=False)[0]
+    (length, batch, embed), source = query.shape, key.shape[0]
+    heads = attention.num_heads
+    w_q, w_k, w_v = attention.in_proj_weight.chunk(3)
+    b_q, b_k, b_v = attention.in_proj_bias.chunk(3)
+
+    def split_heads(x, weight, bias):  # (T, B, E) -> (B, heads, T, E / heads), as nn.MultiheadAttention splits
+        return _fused_linear(x, weight, bias).view(x.shape[0], batch, heads, -1).permute(1, 2, 0, 3)
+
+    q, k, v = split_heads(query, w_q, b_q), split_heads(key, w_k, b_k), split_heads(value, w_v, b_v)
+    allowed = None if attn_mask is None else ~attn_mask.view(batch, heads, length, source)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, heads, L, E / heads)
+    out = out.permute(2, 0, 1, 3).reshape(length, batch, embed)
+    return _fused_linear(out, attention.out_proj.weight, attention.out_proj.bias)
+
+
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    conv: nn.Conv2d,
+    relu: bool = False,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """`conv2d(x, weight, bias)` with `conv`'s stride, padding, dilation and groups,
+    plus `residual` if given, then ReLU if `relu`. With the fused kernels, `x` and `weight`
+    should be channels-last, in the same dtype."""
+    if fused_kernels_apply(x):
+        args = (weight, bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+        unary = "relu" if relu else "none"
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, unary, [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None, unary, [], "")
+    y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if residual is not None:
+        y = y + residual
+    return F.relu_(y) if relu else y

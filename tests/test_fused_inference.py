@@ -1,0 +1,206 @@
+"""Fused CPU inference paths against the plain modules: ResNets with batch norm folded into
+their convolutions (`FoldedResNet`), the oneDNN linear / convolution helpers, and the
+model-level switch (`MaskFormer.inference_features`)."""
+import pytest
+import torch
+from demo_test_utils import REPO_ROOT
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import BACKBONE_REGISTRY, build_backbone
+from torch import nn
+
+import mask2former  # noqa: F401  (registers the backbones)
+from mask2former.config import build_config
+from mask2former.modeling.backbone.folded_resnet import FoldedResNet
+from mask2former.ops import onednn
+
+
+def _randomise_norms(module, seed=0):
+    """Batch norm statistics and affine parameters away from the identity, so that folding them matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+    return module
+
+
+def _resnet(depth=50, norm="FrozenBN", name="build_resnet_backbone", **resnets):
+    cfg = build_config()
+    cfg.MODEL.BACKBONE.NAME = name
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.NORM = norm
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    if depth < 50:
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    for key, value in resnets.items():
+        cfg.MODEL.RESNETS[key] = value
+    torch.manual_seed(0)
+    return _randomise_norms(build_backbone(cfg)).eval()
+
+
+def _max_relative_error(actual, expected):
+    return max(((actual[k].float() - v.float()).abs().max() / v.float().abs().max()).item() for k, v in expected.items())
+
+
+@pytest.fixture(params=[True, False], ids=["onednn", "plain-ops"])
+def fused(request, monkeypatch):
+    """Run each test with the oneDNN kernels and with the standard-operator fallback."""
+    if request.param and not onednn._AVAILABLE:
+        pytest.skip("this PyTorch build has no oneDNN (mkldnn) CPU kernels")
+    monkeypatch.setattr(onednn, "_AVAILABLE", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize(
+    "depth, norm, extra",
+    [
+        (50, "FrozenBN", {}),
+        (18, "BN", {}),  # BasicBlock, eval-mode BatchNorm2d
+        (50, "FrozenBN", {"STRIDE_IN_1X1": False, "NUM_GROUPS": 2, "WIDTH_PER_GROUP": 32}),
+    ],
+)
+def test_folded_resnet_equals_the_backbone(fused, depth, norm, extra):
+    backbone = _resnet(depth, norm, **extra)
+    assert FoldedResNet.supports(backbone)
+    images = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected = backbone(images)
+        actual = FoldedResNet(backbone)(images)
+    assert actual.keys() == expected.keys()
+    assert all(actual[k].shape == v.shape for k, v in expected.items())
+    assert _max_relative_error(actual, expected) < 1e-5
+    if fused:
+        assert actual["res2"].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_folded_deeplab_resnet_with_dilation(fused):
+    if "build_resnet_deeplab_backbone" not in BACKBONE_REGISTRY:
+        pytest.skip("detectron2 was installed without its DeepLab project")
+    backbone = _resnet(
+        50, name="build_resnet_deeplab_backbone", STEM_TYPE="deeplab", STEM_OUT_CHANNELS=128,
+        RES5_DILATION=2, RES5_MULTI_GRID=[1, 2, 4],
+    )
+    assert FoldedResNet.supports(backbone)
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        assert _max_relative_error(FoldedResNet(backbone)(images), backbone(images)) < 1e-5
+
+
+def test_folded_resnet_under_bfloat16_autocast(fused):
+    backbone = _resnet(18, "BN")
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = backbone(images)
+        actual = FoldedResNet(backbone)(images)
+    assert all(v.dtype == torch.bfloat16 for v in actual.values())
+    assert _max_relative_error(actual, expected) < 5e-2  # bf16 rounding of differently ordered sums
+
+
+def test_folded_weights_follow_changed_parameters():
+    """The cache of folded weights is refreshed when a parameter or statistic changes in place."""
+    backbone = _resnet(18, "BN")
+    folded = FoldedResNet(backbone)
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = folded(images)
+        backbone.res3[0].conv1.norm.running_var.mul_(4.0)  # as a checkpoint load or a training step would
+        backbone.stem.conv1.weight.mul_(0.5)
+        expected = backbone(images)
+        after = folded(images)
+    assert _max_relative_error(after, expected) < 1e-5
+    assert (after["res3"] - before["res3"]).abs().max() > 1e-3
+
+
+def test_unsupported_backbones_are_not_folded():
+    backbone = _resnet(50, DEFORM_ON_PER_STAGE=[False, True, False, False])  # deformable blocks
+    assert not FoldedResNet.supports(backbone)
+    assert not FoldedResNet.supports(nn.Conv2d(3, 3, 1))
+    with pytest.raises(RuntimeError, match="eval mode"):
+        FoldedResNet(_resnet(18, "BN").train())(torch.randn(1, 3, 32, 32))
+
+
+def test_onednn_linear_equals_the_layer(fused):
+    layer = nn.Linear(48, 80)
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        assert torch.allclose(onednn.linear(x, layer), layer(x), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(onednn.linear(x, layer, relu=True), layer(x).relu(), atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = onednn.linear(x, layer)
+            expected = layer(x)
+    assert y.dtype == expected.dtype == torch.bfloat16
+    assert torch.allclose(y.float(), expected.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_fused_kernels_stay_out_of_autograd_and_export():
+    x = torch.randn(2, 8)
+    if onednn._AVAILABLE:
+        with torch.no_grad():
+            assert onednn.fused_kernels_apply(x)
+    assert not onednn.fused_kernels_apply(x)  # gradients are recorded: plain operators
+    seen = []
+
+    def record(t):
+        seen.append(onednn.fused_kernels_apply(t))
+        return t * 2
+
+    with torch.no_grad():
+        torch.jit.trace(record, (x,), check_trace=False)  # as fvcore's FLOP counter traces
+    assert seen == [False]
+    layer = nn.Linear(8, 4)
+    y = onednn.linear(x, layer)
+    y.sum().backward()
+    assert layer.weight.grad is not None
+
+
+def test_maskformer_uses_the_folded_backbone_only_at_inference():
+    cfg = build_config(str(REPO_ROOT / "configs/quickstart/panoptic_R18_synthetic_test.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg)
+    assert model._folded_backbone is not None
+    _randomise_norms(model.backbone)
+    images = torch.randn(1, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        expected = model.backbone(images)
+        actual = model.inference_features(images)
+        outputs = model.network_outputs(images)
+    assert _max_relative_error(actual, expected) < 1e-5
+    assert outputs["pred_masks"].shape[-2:] == (16, 16)
+    calls = []
+    model._folded_backbone = lambda x: calls.append(x) or expected
+    model.train()
+    with torch.no_grad():
+        model.inference_features(images)
+    model.eval()
+    model.inference_features(images)  # gradients on: the plain backbone
+    assert not calls
+    with torch.no_grad():
+        model.inference_features(images)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("source_length", [100, 37])  # self-attention sized, cross-attention sized
+def test_onednn_multihead_attention_equals_the_module(fused, source_length):
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(32, 4).eval()
+    query = torch.randn(10, 2, 32)
+    key, value = torch.randn(source_length, 2, 32), torch.randn(source_length, 2, 32)
+    blocked = torch.rand(2 * 4, 10, source_length) < 0.6
+    blocked[:, :, 0] = False  # no row blocked entirely
+    with torch.no_grad():
+        for mask in (None, blocked):
+            expected = attention(query, key, value, attn_mask=mask, need_weights=False)[0]
+            actual = onednn.multihead_attention(attention, query, key, value, attn_mask=mask)
+            assert actual.shape == expected.shape
+            assert torch.allclose(actual, expected, atol=1e-5, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected = attention(query, key, value, attn_mask=blocked, need_weights=False)[0]
+            actual = onednn.multihead_attention(attention, query, key, value, attn_mask=blocked)
+    assert torch.allclose(actual.float(), expected.float(), atol=5e-2, rtol=5e-2)
