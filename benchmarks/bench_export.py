@@ -12,8 +12,9 @@ one call each per round, so that machine load affects all alike. Printed per var
 build time (export/compile, not in the timings), the median time per call, its speed-up
 over eager fp32 (eager median / variant median), the peak resident memory above the level
 before the call (sampled every 2 ms), and the largest difference of both outputs from eager
-fp32. `--check-size` also compares the three exported fp32 formats with eager at a second
-size with batch 2, and whether the post-processed panoptic and instance results (thresholds
+fp32. `--check-size` also compares the exported fp32 formats with eager at the benchmark size
+and a second size, batch 1 and 2 each (largest absolute difference, and relative to the
+largest eager value), and whether the post-processed panoptic and instance results (thresholds
 at zero) are identical.
 Random weights unless MODEL.WEIGHTS is given.
 """
@@ -169,8 +170,11 @@ def main():
             model.postprocess_options.with_tasks(panoptic_on=True, instance_on=True),
             object_mask_threshold=0.0, overlap_threshold=0.0,
         )
-        checks = [(images, tuple(args.size)), (torch.randn(2, 3, *args.check_size), tuple(args.check_size))]
-        print(f"\nfp32 variants against eager (batch {args.batch} at {tuple(args.size)}, batch 2 at {tuple(args.check_size)}):")
+        checks = [(images, tuple(args.size))] + [
+            (torch.randn(batch, 3, *size), tuple(size)) for size in (args.size, args.check_size) for batch in (1, 2)
+            if (batch, tuple(size)) != (args.batch, tuple(args.size))
+        ]
+        print(f"\nfp32 variants against eager (batch 1 and 2 at {tuple(args.size)} and {tuple(args.check_size)}):")
         with torch.no_grad():
             eager_out = [network(x) for x, _ in checks]
             for name, run in runners.items():
@@ -179,9 +183,10 @@ def main():
                 for (x, size), ref in zip(checks, eager_out):
                     out = run(x)
                     worst = max((a - b).abs().max().item() for a, b in zip(out, ref))
+                    relative = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(out, ref))
                     expected = postprocessed(ref, size, options)
                     pan, ins = same_results(postprocessed(out, size, options), expected)
-                    print(f"  {name:<8} {tuple(x.shape)}: max |d| {worst:.2e}, panoptic identical {pan} "
+                    print(f"  {name:<8} {tuple(x.shape)}: max |d| {worst:.2e} (relative {relative:.2e}), panoptic identical {pan} "
                           f"({len(expected['panoptic_seg'][1])} segments), instances identical {ins}", flush=True)
 
 

@@ -18,6 +18,7 @@ from typing import Dict
 
 import torch
 
+from mask2former.deploy.network import smallest_side
 from mask2former.utils.file_io import atomic_path, atomic_write_json
 
 __all__ = ["FORMATS", "save_program", "export_metadata", "write_metadata", "metadata_path"]
@@ -88,6 +89,7 @@ def export_metadata(model, cfg, fmt: str) -> Dict:
         "pixel_mean": [float(v) for v in model.pixel_mean.flatten()],
         "pixel_std": [float(v) for v in model.pixel_std.flatten()],
         "size_divisibility": int(model.size_divisibility),
+        "min_side": smallest_side(model, model.size_divisibility),
         "input_format": cfg.INPUT.FORMAT,
         "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
         "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
