@@ -183,6 +183,9 @@ def test_maskformer_uses_the_folded_backbone_only_at_inference():
     assert not calls
     with torch.no_grad():
         model.inference_features(images)
+        with onednn.standard_operators():  # as exported graphs compute
+            assert not onednn.fused_kernels_apply(images)
+            model.inference_features(images)
     assert len(calls) == 1
 
 

@@ -8,6 +8,7 @@ PyTorch's own bf16 `linear` is about half as fast. The helpers here take that pa
 it applies (`fused_kernels_apply`: CPU, no autograd, not traced for export) and are the
 plain operators everywhere else, with the same results up to float rounding.
 """
+import contextlib
 import weakref
 from typing import Dict, Optional, Tuple
 
@@ -15,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["inference_rewrites_apply", "fused_kernels_apply", "compute_dtype", "cast_parameter", "has_forward_hooks", "linear", "multihead_attention", "conv2d"]
+__all__ = ["standard_operators", "inference_rewrites_apply", "fused_kernels_apply", "compute_dtype", "cast_parameter", "has_forward_hooks", "linear", "multihead_attention", "conv2d"]
 
 
 def _onednn_available() -> bool:
@@ -28,10 +29,28 @@ def _onednn_available() -> bool:
 _AVAILABLE = _onednn_available()
 
 
+_ENABLED = True
+
+
+@contextlib.contextmanager
+def standard_operators():
+    """Inside, inference runs the modules' standard PyTorch operators (no folded batch norm,
+    no fused kernels): the computation an exported program holds, for comparisons and
+    debugging."""
+    global _ENABLED
+    previous, _ENABLED = _ENABLED, False
+    try:
+        yield
+    finally:
+        _ENABLED = previous
+
+
 def inference_rewrites_apply() -> bool:
     """No gradient to record, and not traced: torch.export / torch.compile and jit traces
     (fvcore's FLOP counts) keep the standard operators, which every runtime and counter knows."""
-    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    return (
+        _ENABLED and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    )
 
 
 def fused_kernels_apply(x: Tensor) -> bool:
