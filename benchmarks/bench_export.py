@@ -12,9 +12,12 @@ one call each per round, so that machine load affects all alike. Printed per var
 build time (export/compile, not in the timings), the median time per call, its speed-up
 over eager fp32 (eager median / variant median), the peak resident memory above the level
 before the call (sampled every 2 ms), and the largest difference of both outputs from eager
-fp32. `--check-size` also compares the three exported fp32 formats with eager at a second
-size with batch 2, and whether the post-processed panoptic and instance results (thresholds
-at zero) are identical.
+fp32. `--check-size` also compares the exported fp32 formats with eager at the benchmark size
+and a second size, batch 1 and 2 each (largest absolute difference, and relative to the
+largest eager value), and whether the post-processed panoptic and instance results (thresholds
+at zero) are identical; and the differences from eager run with its standard operators
+(`onednn.standard_operators()`: no folded batch norm or fused CPU kernels), the computation
+the exported graphs hold.
 Random weights unless MODEL.WEIGHTS is given.
 """
 import argparse
@@ -35,6 +38,7 @@ from export_model import build_model_for_export, setup_cfg  # noqa: E402
 from mask2former.deploy.export import save_program  # noqa: E402
 from mask2former.deploy.network import ExportableNetwork, export_program  # noqa: E402
 from mask2former.deploy.runtime import load_network  # noqa: E402
+from mask2former.ops import onednn  # noqa: E402
 
 VARIANTS = ("eager", "compile", "export", "aoti", "onnx", "eager-bf16", "export-bf16", "aoti-bf16")
 
@@ -95,6 +99,13 @@ def postprocessed(outputs, image_size, options):
 
     logits, masks = outputs
     return postprocess_image(logits[0], masks[0], image_size, image_size, image_size, options)
+
+
+def differences(outputs, reference) -> str:
+    """Largest absolute and relative (to the reference's largest magnitude) difference of both outputs."""
+    worst = max((a - b).abs().max().item() for a, b in zip(outputs, reference))
+    relative = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(outputs, reference))
+    return f"max |d| {worst:.2e} (relative {relative:.2e})"
 
 
 def same_results(a, b):
@@ -169,20 +180,25 @@ def main():
             model.postprocess_options.with_tasks(panoptic_on=True, instance_on=True),
             object_mask_threshold=0.0, overlap_threshold=0.0,
         )
-        checks = [(images, tuple(args.size)), (torch.randn(2, 3, *args.check_size), tuple(args.check_size))]
-        print(f"\nfp32 variants against eager (batch {args.batch} at {tuple(args.size)}, batch 2 at {tuple(args.check_size)}):")
+        checks = [(images, tuple(args.size))] + [
+            (torch.randn(batch, 3, *size), tuple(size)) for size in (args.size, args.check_size) for batch in (1, 2)
+            if (batch, tuple(size)) != (args.batch, tuple(args.size))
+        ]
+        print(f"\nfp32 variants against eager (batch 1 and 2 at {tuple(args.size)} and {tuple(args.check_size)}):")
         with torch.no_grad():
             eager_out = [network(x) for x, _ in checks]
+            with onednn.standard_operators():  # what the exported graphs hold
+                standard_out = [network(x) for x, _ in checks]
             for name, run in runners.items():
                 if name not in ("export", "aoti", "onnx"):  # torch.compile would recompile
                     continue
-                for (x, size), ref in zip(checks, eager_out):
+                for (x, size), ref, standard in zip(checks, eager_out, standard_out):
                     out = run(x)
-                    worst = max((a - b).abs().max().item() for a, b in zip(out, ref))
                     expected = postprocessed(ref, size, options)
                     pan, ins = same_results(postprocessed(out, size, options), expected)
-                    print(f"  {name:<8} {tuple(x.shape)}: max |d| {worst:.2e}, panoptic identical {pan} "
-                          f"({len(expected['panoptic_seg'][1])} segments), instances identical {ins}", flush=True)
+                    print(f"  {name:<8} {tuple(x.shape)}: {differences(out, ref)}, panoptic identical {pan} "
+                          f"({len(expected['panoptic_seg'][1])} segments), instances identical {ins}; "
+                          f"against eager's standard operators {differences(out, standard)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -142,6 +142,15 @@ def test_fused_kernels_stay_out_of_autograd_and_export():
         with torch.no_grad():
             assert onednn.fused_kernels_apply(x)
     assert not onednn.fused_kernels_apply(x)  # gradients are recorded: plain operators
+    seen = []
+
+    def record(t):
+        seen.append(onednn.fused_kernels_apply(t))
+        return t * 2
+
+    with torch.no_grad():
+        torch.jit.trace(record, (x,), check_trace=False)  # as fvcore's FLOP counter traces
+    assert seen == [False]
     layer = nn.Linear(8, 4)
     y = onednn.linear(x, layer)
     y.sum().backward()
@@ -174,6 +183,9 @@ def test_maskformer_uses_the_folded_backbone_only_at_inference():
     assert not calls
     with torch.no_grad():
         model.inference_features(images)
+        with onednn.standard_operators():  # as exported graphs compute
+            assert not onednn.fused_kernels_apply(images)
+            model.inference_features(images)
     assert len(calls) == 1
 
 
@@ -195,3 +207,25 @@ def test_onednn_multihead_attention_equals_the_module(fused, source_length):
             expected = attention(query, key, value, attn_mask=blocked, need_weights=False)[0]
             actual = onednn.multihead_attention(attention, query, key, value, attn_mask=blocked)
     assert torch.allclose(actual.float(), expected.float(), atol=5e-2, rtol=5e-2)
+
+
+def test_forward_hooks_see_the_modules_run():
+    """Hooks (feature extraction, FLOP counters) keep working: hooked modules run their own forward."""
+    layer = nn.Linear(8, 4).eval()
+    outputs = []
+    handle = layer.register_forward_hook(lambda m, args, out: outputs.append(out))
+    with torch.no_grad():
+        onednn.linear(torch.randn(3, 8), layer, relu=True)
+    handle.remove()
+    assert len(outputs) == 1 and (outputs[0] < 0).any()  # the hook saw the output before the ReLU
+
+    cfg = build_config(str(REPO_ROOT / "configs/quickstart/panoptic_R18_synthetic_test.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    from detectron2.modeling import build_model
+
+    model = build_model(cfg).eval()
+    seen = []
+    model.backbone.res4.register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        model.inference_features(torch.randn(1, 3, 64, 64))
+    assert seen == [(1, 256, 4, 4)]

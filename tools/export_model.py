@@ -6,9 +6,10 @@
 
 What is exported: the network from a normalised, padded image batch (N, 3, H, W) to
 pred_logits (N, Q, K+1) and pred_masks (N, Q, H/4, W/4), with N, H and W dynamic (H, W
-multiples of the model's size divisibility, 32 to 1536). `meta.json` is written beside the
-artefact with what the runner needs (class names, thing classes, colours, pixel mean/std,
-size divisibility, test resize, input format, post-processing thresholds).
+multiples of the model's size divisibility, from `min_side` (64, more for a Swin backbone) to
+1536). `meta.json` is written beside the artefact with what the runner needs (class names,
+thing classes, colours, pixel mean/std, size divisibility, smallest side, test resize, input
+format, post-processing thresholds).
 Run the result with `python -m mask2former.deploy.run`; see docs/DEPLOYMENT.md.
 """
 import argparse

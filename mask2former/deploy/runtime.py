@@ -131,6 +131,12 @@ def preprocess(images_rgb: Sequence[np.ndarray], meta: Dict):
     step = max(int(meta["size_divisibility"]), 1)
     padded_h = -(-max(t.shape[1] for t in tensors) // step) * step
     padded_w = -(-max(t.shape[2] for t in tensors) // step) * step
+    smallest = int(meta.get("min_side", 0))  # absent in metadata of earlier exports
+    if min(padded_h, padded_w) < smallest:
+        raise ValueError(
+            f"images padded to {padded_h}x{padded_w} are smaller than the exported network's "
+            f"smallest side {smallest} (meta.json 'min_side'); use larger images or INPUT.MIN_SIZE_TEST"
+        )
     batch = torch.stack([F.pad(t, (0, padded_w - t.shape[2], 0, padded_h - t.shape[1])) for t in tensors])
     return batch, [tuple(t.shape[-2:]) for t in tensors]
 

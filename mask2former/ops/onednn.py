@@ -8,13 +8,15 @@ PyTorch's own bf16 `linear` is about half as fast. The helpers here take that pa
 it applies (`fused_kernels_apply`: CPU, no autograd, not traced for export) and are the
 plain operators everywhere else, with the same results up to float rounding.
 """
-from typing import Optional
+import contextlib
+import weakref
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["fused_kernels_apply", "compute_dtype", "linear", "multihead_attention", "conv2d"]
+__all__ = ["standard_operators", "inference_rewrites_apply", "fused_kernels_apply", "compute_dtype", "cast_parameter", "has_forward_hooks", "linear", "multihead_attention", "conv2d"]
 
 
 def _onednn_available() -> bool:
@@ -27,11 +29,33 @@ def _onednn_available() -> bool:
 _AVAILABLE = _onednn_available()
 
 
+_ENABLED = True
+
+
+@contextlib.contextmanager
+def standard_operators():
+    """Inside, inference runs the modules' standard PyTorch operators (no folded batch norm,
+    no fused kernels): the computation an exported program holds, for comparisons and
+    debugging."""
+    global _ENABLED
+    previous, _ENABLED = _ENABLED, False
+    try:
+        yield
+    finally:
+        _ENABLED = previous
+
+
+def inference_rewrites_apply() -> bool:
+    """No gradient to record, and not traced: torch.export / torch.compile and jit traces
+    (fvcore's FLOP counts) keep the standard operators, which every runtime and counter knows."""
+    return (
+        _ENABLED and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+    )
+
+
 def fused_kernels_apply(x: Tensor) -> bool:
-    """Whether `x` can go through the fused kernels: on CPU, with no gradient to record
-    and not while torch.export / torch.compile trace (exported graphs keep the standard
-    operators, which every runtime knows)."""
-    return _AVAILABLE and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+    """Whether `x` can go through the fused kernels: on CPU and `inference_rewrites_apply`."""
+    return _AVAILABLE and x.device.type == "cpu" and inference_rewrites_apply()
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -42,15 +66,45 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+_CASTS: Dict[Tuple[int, torch.dtype], Tuple[Tuple[int, int], Tensor]] = {}
+
+
+def cast_parameter(t: Optional[Tensor], dtype: torch.dtype) -> Optional[Tensor]:
+    """`t.to(dtype)`, cached until `t` changes (its version counter) or is freed: the
+    weights of a bfloat16 inference are cast once, not at every call (autocast caches only
+    tensors that require grad)."""
+    if t is None or t.dtype == dtype:
+        return t
+    key, version = (id(t), dtype), (t.data_ptr(), t._version)
+    entry = _CASTS.get(key)
+    if entry is not None and entry[0] == version:
+        return entry[1]
+    if entry is None:
+        weakref.finalize(t, _CASTS.pop, key, None)
+    cast = t.detach().to(dtype)
+    _CASTS[key] = (version, cast)
+    return cast
+
+
 def _fused_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool = False) -> Tensor:
     dtype = compute_dtype(x)
-    bias = bias.to(dtype) if bias is not None else None
-    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight.to(dtype), bias, "relu" if relu else "none", [], "")
+    weight, bias = cast_parameter(weight, dtype), cast_parameter(bias, dtype)
+    return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "relu" if relu else "none", [], "")
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether `module` or a submodule has forward (pre-)hooks, or global ones are set: then
+    the module's own forward must run, so that the hooks see its calls."""
+    from torch.nn.modules import module as module_globals
+
+    if module_globals._global_forward_hooks or module_globals._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
 def linear(x: Tensor, layer: nn.Linear, relu: bool = False) -> Tensor:
     """`layer(x)`, then ReLU if `relu`."""
-    if not fused_kernels_apply(x):
+    if not fused_kernels_apply(x) or has_forward_hooks(layer):
         y = layer(x)
         return F.relu(y) if relu else y
     return _fused_linear(x, layer.weight, layer.bias, relu)
@@ -69,6 +123,7 @@ def multihead_attention(
     """
     plain = (
         attention.training
+        or has_forward_hooks(attention)
         or not fused_kernels_apply(query)
         or attention.batch_first
         or not attention._qkv_same_embed_dim
@@ -80,8 +135,9 @@ def multihead_attention(
         return attention(query, key, value, attn_mask=attn_mask, need_weights=False)[0]
     (length, batch, embed), source = query.shape, key.shape[0]
     heads = attention.num_heads
-    w_q, w_k, w_v = attention.in_proj_weight.chunk(3)
-    b_q, b_k, b_v = attention.in_proj_bias.chunk(3)
+    dtype = compute_dtype(query)  # cast the packed projections whole: their chunks are new tensors every call
+    w_q, w_k, w_v = cast_parameter(attention.in_proj_weight, dtype).chunk(3)
+    b_q, b_k, b_v = cast_parameter(attention.in_proj_bias, dtype).chunk(3)
 
     def split_heads(x, weight, bias):  # (T, B, E) -> (B, heads, T, E / heads), as nn.MultiheadAttention splits
         return _fused_linear(x, weight, bias).view(x.shape[0], batch, heads, -1).permute(1, 2, 0, 3)

@@ -83,12 +83,6 @@ class FoldedResNet:
                 convs += block_convs + ([block.shortcut] if block.shortcut is not None else [])
         return all(_is_foldable(conv) for conv in convs)
 
-    @staticmethod
-    def applies_to(images: Tensor) -> bool:
-        """Whether this call should take the folded path: no gradients wanted, not traced
-        for export (the exported graph keeps the plain operators)."""
-        return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-
     def __call__(self, images: Tensor) -> Dict[str, Tensor]:
         """Same as `backbone(images)`, for a backbone in eval mode."""
         if self.backbone.training:

@@ -4,6 +4,10 @@ Parameter names follow the published Mask2Former checkpoints (``patch_embed.proj
 ``layers.{i}.blocks.{j}.attn.relative_position_bias_table``, ``layers.{i}.downsample``,
 ``norm{i}``). Inputs of any size work: every stage pads to a multiple of the window size
 internally and crops back.
+
+Padding is unconditional and sizes are rounded up as ``((n - 1) // m + 1) * m``: with no
+branch on a size and no modulo in the shape arithmetic, ``torch.export`` traces one graph
+that holds for every input size (a zero pad changes no value).
 """
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -39,6 +43,18 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def ceil_div(size: int, divisor: int) -> int:
+    """ceil(size / divisor) for size >= 1, as ``(size - 1) // divisor + 1``: nested, these
+    collapse into one floor division (ceil(ceil(H / 4) / 2) = (H - 1) // 8 + 1), the form
+    of a convolution's output size, so traced stage sizes stay simple."""
+    return (size - 1) // divisor + 1
+
+
+def ceil_to_multiple(size: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``size`` (>= 1)."""
+    return ceil_div(size, multiple) * multiple
+
+
 def window_partition(x: Tensor, window_size: int) -> Tensor:
     """(B, H, W, C) with H, W multiples of window_size -> (B * num_windows, ws, ws, C), row-major windows."""
     B, H, W, C = x.shape
@@ -53,6 +69,15 @@ def window_reverse(windows: Tensor, window_size: int, H: int, W: int) -> Tensor:
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
 
 
+def crop_tokens(x: Tensor, H: int, W: int) -> Tensor:
+    """(B, Hp, Wp, C) -> (B, H * W, C): the top-left H x W tokens, gathered. A gather rather
+    than a strided view: its layout does not depend on whether there was padding, so a
+    program traced by torch.export holds for padded and unpadded sizes alike."""
+    B, Hp, Wp, C = x.shape
+    index = torch.arange(H, device=x.device)[:, None] * Wp + torch.arange(W, device=x.device)
+    return x.reshape(B, Hp * Wp, C).index_select(1, index.flatten())
+
+
 def relative_position_index(window_size: int) -> Tensor:
     """(ws*ws, ws*ws) int64: for tokens i, j of a window, the row of the bias table for their
     offset (dy, dx), i.e. (dy + ws - 1) * (2ws - 1) + (dx + ws - 1)."""
@@ -61,6 +86,13 @@ def relative_position_index(window_size: int) -> Tensor:
     ).flatten(1)  # (2, ws*ws)
     relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window_size - 1)
     return relative[:, :, 0] * (2 * window_size - 1) + relative[:, :, 1]
+
+
+def _shift_regions(size: int, window_size: int, shift_size: int, device=None) -> Tensor:
+    """(size,) int64 along one axis of a shifted map: 0 before the last window, 1 in the last
+    window up to the wrapped-around part, 2 in the last ``shift_size`` positions."""
+    index = torch.arange(size, device=device)
+    return (index >= size - window_size).long() + (index >= size - shift_size).long()
 
 
 def shifted_window_attention_mask(Hp: int, Wp: int, window_size: int, shift_size: int, device=None) -> Tensor:
@@ -72,13 +104,9 @@ def shifted_window_attention_mask(Hp: int, Wp: int, window_size: int, shift_size
     Returns:
         (num_windows, ws*ws, ws*ws) float32 with values 0 or -100.
     """
-    img_mask = torch.zeros((1, Hp, Wp, 1), device=device)
-    slices = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    region = 0
-    for h in slices:
-        for w in slices:
-            img_mask[:, h, w, :] = region
-            region += 1
+    rows = _shift_regions(Hp, window_size, shift_size, device)
+    cols = _shift_regions(Wp, window_size, shift_size, device)
+    img_mask = (3 * rows[:, None] + cols[None, :]).to(torch.float32)[None, :, :, None]  # (1, Hp, Wp, 1)
     mask_windows = window_partition(img_mask, window_size).view(-1, window_size * window_size)
     attn_mask = mask_windows.unsqueeze(1) - mask_windows.unsqueeze(2)
     return attn_mask.masked_fill(attn_mask != 0, -100.0).masked_fill(attn_mask == 0, 0.0)
@@ -128,10 +156,9 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(N, N, -1).permute(2, 0, 1).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
-            num_windows = mask.shape[0]
-            # Windows are batch-major: window w of every image gets mask[w].
-            bias = (bias + mask[:, None]).unsqueeze(0).expand(B_ // num_windows, -1, -1, -1, -1)
-            bias = bias.reshape(B_, self.num_heads, N, N)
+            # Windows are batch-major: window w of every image gets mask[w]. `repeat` always
+            # copies, where reshaping an expanded tensor would be a view for one image only.
+            bias = (bias + mask[:, None]).repeat(B_ // mask.shape[0], 1, 1, 1)
         # softmax(q k^T * scale + bias) v, fused: several times faster on CPU than explicit matmuls.
         x = F.scaled_dot_product_attention(
             q,
@@ -189,10 +216,8 @@ class SwinTransformerBlock(nn.Module):
         x = self.norm1(x).view(B, H, W, C)
 
         # Pad (after the norm, so padded tokens are zeros) to whole windows.
-        pad_r = (ws - W % ws) % ws
-        pad_b = (ws - H % ws) % ws
-        x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        Hp, Wp = x.shape[1], x.shape[2]
+        Hp, Wp = ceil_to_multiple(H, ws), ceil_to_multiple(W, ws)
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
 
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
@@ -205,9 +230,7 @@ class SwinTransformerBlock(nn.Module):
 
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
-        if pad_r > 0 or pad_b > 0:
-            x = x[:, :H, :W, :].contiguous()
-        x = shortcut + self.drop_path(x.view(B, H * W, C))
+        x = shortcut + self.drop_path(crop_tokens(x, H, W))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -223,12 +246,12 @@ class PatchMerging(nn.Module):
     def forward(self, x: Tensor, H: int, W: int) -> Tensor:
         """(B, H * W, C) -> (B, ceil(H/2) * ceil(W/2), 2C); odd sizes are zero-padded."""
         B, L, C = x.shape
-        x = x.view(B, H, W, C)
-        if H % 2 == 1 or W % 2 == 1:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        # Order (top-left, bottom-left, top-right, bottom-right) fixes the published weights' layout.
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.reduction(self.norm(x.view(B, -1, 4 * C)))
+        H2, W2 = ceil_div(H, 2), ceil_div(W, 2)
+        x = F.pad(x.view(B, H, W, C), (0, 0, 0, 2 * W2 - W, 0, 2 * H2 - H))
+        # (B, H2, dy, W2, dx, C) -> (B, H2 * W2, [dx, dy, C]): the neighbours in the order
+        # top-left, bottom-left, top-right, bottom-right, the published weights' layout.
+        x = x.view(B, H2, 2, W2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H2 * W2, 4 * C)
+        return self.reduction(self.norm(x))
 
 
 class BasicLayer(nn.Module):
@@ -283,8 +306,7 @@ class BasicLayer(nn.Module):
             stage with its size (the output itself when there is no downsample).
         """
         ws = self.window_size
-        Hp = -(-H // ws) * ws
-        Wp = -(-W // ws) * ws
+        Hp, Wp = ceil_to_multiple(H, ws), ceil_to_multiple(W, ws)
         attn_mask = shifted_window_attention_mask(Hp, Wp, ws, self.shift_size, x.device).to(x.dtype)
         for blk in self.blocks:
             if self.use_checkpoint and self.training:
@@ -293,7 +315,7 @@ class BasicLayer(nn.Module):
                 x = blk(x, H, W, attn_mask)
         if self.downsample is None:
             return x, H, W, x, H, W
-        return x, H, W, self.downsample(x, H, W), (H + 1) // 2, (W + 1) // 2
+        return x, H, W, self.downsample(x, H, W), ceil_div(H, 2), ceil_div(W, 2)
 
 
 class PatchEmbed(nn.Module):
@@ -310,9 +332,7 @@ class PatchEmbed(nn.Module):
         """(B, C, H, W) -> (B, embed_dim, ceil(H/p), ceil(W/p)); H, W zero-padded to multiples of p."""
         _, _, H, W = x.shape
         p = self.patch_size
-        if W % p != 0 or H % p != 0:
-            x = F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p))
-        x = self.proj(x)
+        x = self.proj(F.pad(x, (0, ceil_to_multiple(W, p) - W, 0, ceil_to_multiple(H, p) - H)))
         if self.norm is not None:
             Wh, Ww = x.shape[2], x.shape[3]
             x = self.norm(x.flatten(2).transpose(1, 2))
@@ -425,6 +445,14 @@ class SwinTransformer(nn.Module):
         super().train(mode)
         self._freeze_stages()
         return self
+
+    @property
+    def min_export_side(self) -> int:
+        """The smallest input side `mask2former.deploy` exports for: the last stage has two
+        windows per axis. Below it a window count can be 1, and torch.export's program would
+        hold either for that case or for the others, not both."""
+        last_stride = self.patch_embed.patch_size * 2 ** (self.num_layers - 1)
+        return last_stride * (self.layers[-1].window_size + 1)
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """(B, 3, H, W) -> {"res{i+2}": (B, num_features[i], ceil(H / 2**(i+2)), ...)} for i in out_indices."""

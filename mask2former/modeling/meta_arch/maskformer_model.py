@@ -12,6 +12,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone, build_sem_se
 from detectron2.modeling.backbone import Backbone
 from detectron2.structures import BitMasks, ImageList
 
+from mask2former.ops import onednn
+
 from ..backbone.folded_resnet import FoldedResNet
 from ..criterion import SetCriterion
 from ..matcher import HungarianMatcher
@@ -203,7 +205,8 @@ class MaskFormer(nn.Module):
 
     def inference_features(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """The backbone's features at inference: through `FoldedResNet` where it applies."""
-        if self._folded_backbone is not None and not self.training and FoldedResNet.applies_to(images):
+        folded = self._folded_backbone is not None and not self.training and onednn.inference_rewrites_apply()
+        if folded and not onednn.has_forward_hooks(self.backbone):  # hooks must see the backbone's own modules run
             return self._folded_backbone(images)
         return self.backbone(images)
 

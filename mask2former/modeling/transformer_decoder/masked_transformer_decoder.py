@@ -173,7 +173,9 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         del mask
         self._check_inputs(x, mask_features)
         memories, positions, sizes = self._memories(x, num_frames=1)
-        return self._decode(memories, positions, sizes, mask_features)
+        # Every layer multiplies by the mask features: one copy into (B, C, H, W) order here
+        # spares each product a transposing copy (the pixel decoder's maps are channels-last).
+        return self._decode(memories, positions, sizes, mask_features.contiguous())
 
     def _check_inputs(self, x: List[Tensor], mask_features: Tensor) -> None:
         if len(x) != self.num_feature_levels:
