@@ -140,9 +140,10 @@ class HungarianMatcher(nn.Module):
         target_points = points.new_zeros(len(targets), max_count, frames * points.shape[1])
         for b in with_targets:
             # float32 masks (as `SetCriterion` passes them) are sampled without a copy
-            masks = targets[b]["masks"].to(points).flatten(0, -3)[:, None]  # (N * frames, 1, H, W)
-            sampled = point_sample(masks, points[b].expand(len(masks), -1, -1))
-            target_points[b, : len(targets[b]["masks"])] = sampled.view(len(targets[b]["masks"]), -1)
+            masks = targets[b]["masks"].to(points)
+            rows = masks.flatten(0, -3)[:, None]  # (N * frames, 1, H, W)
+            sampled = point_sample(rows, points[b].expand(len(rows), -1, -1))
+            target_points[b, : len(masks)] = sampled.view(len(masks), -1)
         return target_points
 
     @staticmethod
