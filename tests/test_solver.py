@@ -1,4 +1,5 @@
 """Optimizer parameter groups, weight-decay rules, gradient clipping and LR schedules."""
+import copy
 import math
 
 import pytest
@@ -216,3 +217,22 @@ def test_multistep_schedule_from_detectron2_and_unknown_name():
     cfg.SOLVER.LR_SCHEDULER_NAME = "Nope"
     with pytest.raises(ValueError, match="LR_SCHEDULER_NAME"):
         build_lr_scheduler(cfg, opt)
+
+
+def test_adamw_runs_fused_with_the_default_update():
+    """The fused AdamW kernel makes the same update as the per-parameter loop, up to rounding."""
+    torch.manual_seed(0)
+    model = _Model()
+    reference = copy.deepcopy(model)
+    optimizer = build_optimizer(_cfg(), model)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    groups = [dict(g, params=[dict(reference.named_parameters())[n] for n, p in model.named_parameters()
+                              if any(p is q for q in g["params"])]) for g in optimizer.param_groups]
+    plain = torch.optim.AdamW([{k: v for k, v in g.items() if k != "fused"} for g in groups], lr=1e-4)
+    for _ in range(3):
+        for m, opt in ((model, optimizer), (reference, plain)):
+            opt.zero_grad()
+            sum((p * p).sum() for p in m.parameters() if p.requires_grad).backward()
+            opt.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert torch.allclose(p, q, rtol=1e-6, atol=1e-7), name
