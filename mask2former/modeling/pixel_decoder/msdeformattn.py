@@ -334,9 +334,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
             return self._forward_features(features)
 
     def _forward_features(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        # float32 inputs where no autocast would cast them (e.g. half-precision backbone
+        # features while the encoder trains in float32); under autocast they stay as they are.
+        as_input = (lambda x: x) if torch.is_autocast_enabled(next(iter(features.values())).device.type) else Tensor.float
         srcs, pos = [], []
         for level, name in enumerate(self.transformer_in_features[::-1]):
-            x = features[name].float()
+            x = as_input(features[name])
             srcs.append(self.input_proj[level](x))
             pos.append(self.pe_layer(x))
         memory, _, _ = self.transformer(srcs, pos)
@@ -349,7 +352,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         out = [t.reshape(batch_size, h, w, -1).permute(0, 3, 1, 2) for t, (h, w) in zip(tokens, shapes)]
 
         for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
-            cur_fpn = self.lateral_convs[idx](features[name].float())
+            cur_fpn = self.lateral_convs[idx](as_input(features[name]))
             y = cur_fpn + F.interpolate(out[-1], size=cur_fpn.shape[-2:], mode="bilinear", align_corners=False)
             out.append(self.output_convs[idx](y))
 
