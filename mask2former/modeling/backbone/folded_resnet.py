@@ -22,10 +22,11 @@ from torch.nn import functional as F
 
 from mask2former.ops import onednn
 
-
 __all__ = ["FoldedResNet"]
 
-_FOLDABLE_NORMS = (FrozenBatchNorm2d, nn.BatchNorm2d)  # SyncBatchNorm is a BatchNorm2d subclass in eval
+# Frozen BN, and BN / SyncBN / detectron2's NaiveSyncBatchNorm, which use their running
+# statistics in eval mode.
+_FOLDABLE_NORMS = (FrozenBatchNorm2d, nn.modules.batchnorm._BatchNorm)
 
 
 def _stem_convs(stem: nn.Module) -> Optional[List[Conv2d]]:
