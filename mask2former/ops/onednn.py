@@ -25,6 +25,7 @@ __all__ = [
     "cast_parameter",
     "has_forward_hooks",
     "linear",
+    "feed_forward",
     "multihead_attention",
     "conv2d",
 ]
@@ -119,19 +120,33 @@ def linear(x: Tensor, layer: nn.Linear, relu: bool = False) -> Tensor:
     return _fused_linear(x, layer.weight, layer.bias, relu)
 
 
+def feed_forward(x: Tensor, linear1: nn.Linear, linear2: nn.Linear, activation, dropout: nn.Module) -> Tensor:
+    """`linear2(dropout(activation(linear1(x))))`; at inference with a ReLU, the ReLU runs
+    inside linear1's kernel."""
+    if activation is F.relu and not linear1.training and fused_kernels_apply(x):
+        return linear(linear(x, linear1, relu=True), linear2)
+    return linear2(dropout(activation(linear1(x))))
+
+
 def multihead_attention(
-    attention: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None
+    attention: nn.MultiheadAttention,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attn_mask: Optional[Tensor] = None,
+    key_padding_mask: Optional[Tensor] = None,
 ) -> Tensor:
-    """`attention(query, key, value, attn_mask=attn_mask, need_weights=False)[0]` for a
-    sequence-first `nn.MultiheadAttention` ((L, B, E) inputs) at inference: the four
-    projections through the fused linear kernel, the attention through
-    `scaled_dot_product_attention`.
+    """`attention(query, key, value, attn_mask=..., key_padding_mask=..., need_weights=False)[0]`
+    for a sequence-first `nn.MultiheadAttention` ((L, B, E) inputs). At inference without a
+    key padding mask: the four projections through the fused linear kernel, the attention
+    through `scaled_dot_product_attention`.
 
     Args:
         attn_mask: None or (B * num_heads, L, S) bool, True where attention is blocked.
     """
     plain = (
         attention.training
+        or key_padding_mask is not None
         or has_forward_hooks(attention)
         or not fused_kernels_apply(query)
         or attention.batch_first
@@ -141,7 +156,7 @@ def multihead_attention(
         or (attn_mask is not None and (attn_mask.dtype != torch.bool or attn_mask.dim() != 3))
     )
     if plain:
-        return attention(query, key, value, attn_mask=attn_mask, need_weights=False)[0]
+        return attention(query, key, value, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False)[0]
     (length, batch, embed), source = query.shape, key.shape[0]
     heads = attention.num_heads
     dtype = compute_dtype(query)  # cast the packed projections whole: their chunks are new tensors every call

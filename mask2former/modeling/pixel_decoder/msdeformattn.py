@@ -83,10 +83,7 @@ class MSDeformAttnEncoderLayer(nn.Module):
         """src, pos: (B, S, C); reference_points: (B, S, L, 2) -> (B, S, C)"""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, level_start_index, padding_mask)
         src = self.norm1(src + self.dropout1(attended))
-        if not self.training and self.activation is F.relu and onednn.fused_kernels_apply(src):  # ReLU fused into linear1
-            ffn = onednn.linear(onednn.linear(src, self.linear1, relu=True), self.linear2)
-        else:
-            ffn = self.linear2(self.dropout2(self.activation(self.linear1(src))))
+        ffn = onednn.feed_forward(src, self.linear1, self.linear2, self.activation, self.dropout2)
         return self.norm2(src + self.dropout3(ffn))
 
 

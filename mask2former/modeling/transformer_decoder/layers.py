@@ -90,12 +90,7 @@ class SelfAttentionLayer(nn.Module):
         """tgt, query_pos: (Q, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
         q = k = with_pos_embed(x, query_pos)
-        if tgt_key_padding_mask is None:
-            x = onednn.multihead_attention(self.self_attn, q, k, x, attn_mask=tgt_mask)
-        else:
-            x = self.self_attn(
-                q, k, value=x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, need_weights=False
-            )[0]
+        x = onednn.multihead_attention(self.self_attn, q, k, x, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask)
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -123,13 +118,14 @@ class CrossAttentionLayer(nn.Module):
     ) -> Tensor:
         """tgt, query_pos: (Q, B, C); memory, pos: (HW, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
-        query, key = with_pos_embed(x, query_pos), with_pos_embed(memory, pos)
-        if memory_key_padding_mask is None:
-            x = onednn.multihead_attention(self.multihead_attn, query, key, memory, attn_mask=memory_mask)
-        else:
-            x = self.multihead_attn(
-                query, key, memory, attn_mask=memory_mask, key_padding_mask=memory_key_padding_mask, need_weights=False
-            )[0]
+        x = onednn.multihead_attention(
+            self.multihead_attn,
+            with_pos_embed(x, query_pos),
+            with_pos_embed(memory, pos),
+            memory,
+            attn_mask=memory_mask,
+            key_padding_mask=memory_key_padding_mask,
+        )
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
 
@@ -157,9 +153,6 @@ class FFNLayer(nn.Module):
     def forward(self, tgt: Tensor) -> Tensor:
         """(Q, B, C) -> (Q, B, C)"""
         x = self.norm(tgt) if self.normalize_before else tgt
-        if not self.training and self.activation is F.relu and onednn.fused_kernels_apply(x):  # ReLU fused into linear1
-            x = onednn.linear(onednn.linear(x, self.linear1, relu=True), self.linear2)
-        else:
-            x = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        x = onednn.feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout)
         tgt = tgt + self.dropout(x)
         return tgt if self.normalize_before else self.norm(tgt)
