@@ -19,7 +19,6 @@ and prints the ratios.
 """
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools")]
 
-from bench_postprocessing import current_rss_bytes, import_only_timed_code, make_inputs, peak_rss_bytes  # noqa: E402
+from bench_postprocessing import (  # noqa: E402
+    current_rss_bytes,
+    import_only_timed_code,
+    make_inputs,
+    peak_rss_bytes,
+    worker_environment,
+)
 
 DEFAULT_CONFIG = "configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml"
 STAGES = ("backbone", "pixel_decoder", "transformer_decoder", "postprocessing")
@@ -209,7 +214,7 @@ def time_alternately(compare_to, rounds, run_one):
 
 
 def run_worker(args, code_root):
-    env = dict(os.environ, PYTHONPATH=code_root, MALLOC_MMAP_THRESHOLD_="131072")
+    env = worker_environment(code_root, MALLOC_MMAP_THRESHOLD_="131072")
     command = [sys.executable, __file__, "--worker", "--dtype", args.dtype, "--device", args.device]
     command += ["--config-file", args.config_file, "--size", *map(str, args.size), "--repeats", str(args.repeats)]
     command += ["--threads", str(args.threads), *args.opts]

@@ -93,6 +93,21 @@ def scene(large):
     return (*logits, LARGE["padded"], LARGE["padded"], LARGE["output"], options(k, LARGE["num_things"], q))
 
 
+# as this benchmark was launched: importing `mask2former` in this process may set it since
+LAUNCH_HUGE_PAGES = os.environ.get("THP_MEM_ALLOC_ENABLE")
+
+
+def worker_environment(code_root, **variables):
+    """The environment of a worker process timing the code at `code_root`: the huge-page
+    setting of the allocator is left to that code (as it would be in a process of its
+    own) unless this benchmark was launched with one."""
+    env = dict(os.environ, PYTHONPATH=str(code_root), **variables)
+    env.pop("THP_MEM_ALLOC_ENABLE", None)
+    if LAUNCH_HUGE_PAGES is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = LAUNCH_HUGE_PAGES
+    return env
+
+
 def import_only_timed_code():
     """In a worker process, let `mask2former` come only from the code on PYTHONPATH: the
     editable install's import finder would otherwise supply, from this checkout, any module
@@ -145,7 +160,7 @@ def worker(path, repeats, device, large):
 def run_in_child(path, repeats, device, large, code_root=str(ROOT)):
     # A fixed mmap threshold makes glibc give every large tensor back on free, so that the
     # peak resident size follows the peak of live tensors.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", PYTHONPATH=code_root)
+    env = worker_environment(code_root, MALLOC_MMAP_THRESHOLD_="131072")
     out = subprocess.run(
         [sys.executable, __file__, "--worker", path, "--repeats", str(repeats), "--device", device]
         + (["--large"] if large else []),

@@ -14,7 +14,6 @@ alternating process by process, and prints the ratios.
         [--iters 4] [--rounds 2] [--config-file CFG] [KEY VALUE ...]
 """
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_inference import DTYPES, time_alternately, timing_parser  # noqa: E402
-from bench_postprocessing import import_only_timed_code  # noqa: E402
+from bench_postprocessing import import_only_timed_code, worker_environment  # noqa: E402
 
 DEFAULT_CONFIG = "configs/quickstart/bench_train_R18.yaml"
 PHASES = (
@@ -124,7 +123,7 @@ def worker(args):
 
 
 def run_worker(args, code_root):
-    env = dict(os.environ, PYTHONPATH=code_root)
+    env = worker_environment(code_root)
     command = [sys.executable, __file__, "--worker", "--dtype", args.dtype, "--config-file", args.config_file]
     command += ["--iters", str(args.iters), "--objects", str(args.objects), "--threads", str(args.threads), *args.opts]
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=code_root).stdout

@@ -6,6 +6,10 @@ Without detectron2 installed only the parts that need torch alone import: the
 deformable-attention op (`mask2former.ops`), the post-processing
 (`mask2former.postprocessing`) and the runtime of exported models (`mask2former.deploy`).
 """
+from .utils.huge_pages import request_huge_pages
+
+request_huge_pages()  # before any large tensor exists (see `utils.huge_pages`)
+
 try:
     import detectron2  # noqa: F401
 except ModuleNotFoundError as e:
@@ -21,5 +25,5 @@ if detectron2 is not None:
     from .video import add_maskformer2_video_config
 
     __all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "build_config"]
-del detectron2
+del detectron2, request_huge_pages
 __version__ = "0.1.0"
