@@ -8,7 +8,9 @@ and that as a fraction of the matrix-multiply peak measured in the same run (squ
 products of 2048, the `--dtype`). The network's class and mask outputs are replaced by
 predictions that keep 10-20 panoptic segments and ~50 instances (as
 `bench_postprocessing.py` builds them), since random weights keep none. Peak memory is the
-process's peak resident size during the calls (model weights included).
+process's peak resident size during the calls (model weights included), under glibc's
+default allocator (which keeps freed memory for reuse) and, from one more inference in a
+process that returns freed memory at once, the peak of live memory.
 
 Each timed code runs in fresh processes; `--compare-to REV` also times that git revision's
 code (its `mask2former/`, with this checkout's compiled op), alternating process by process,
@@ -213,23 +215,40 @@ def time_alternately(compare_to, rounds, run_one):
     return results
 
 
-def run_worker(args, code_root):
-    env = worker_environment(code_root, MALLOC_MMAP_THRESHOLD_="131072")
+def run_worker(args, code_root, repeats=None, env_variables=None):
+    env = worker_environment(code_root, **(env_variables or {}))
     command = [sys.executable, __file__, "--worker", "--dtype", args.dtype, "--device", args.device]
-    command += ["--config-file", args.config_file, "--size", *map(str, args.size), "--repeats", str(args.repeats)]
-    command += ["--threads", str(args.threads), *args.opts]
+    command += ["--config-file", args.config_file, "--size", *map(str, args.size)]
+    command += ["--repeats", str(repeats or args.repeats), "--threads", str(args.threads), *args.opts]
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=code_root).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+# glibc keeps freed blocks for reuse, so a process's resident size stays near its highest
+# need; with a fixed mmap threshold it gives every large block back on free, and the peak
+# resident size follows the peak of live tensors (at the cost of fresh pages for each).
+LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def run_code(args, code_root):
+    """Stage times and resident peak under the default allocator, and the peak of live
+    memory from one more inference in a process that returns freed memory at once."""
+    result = run_worker(args, code_root)
+    if args.device == "cpu":
+        live = run_worker(args, code_root, repeats=1, env_variables=LIVE_MEMORY_ENV)
+        result["live_peak_bytes"], result["live_before_bytes"] = live["peak_bytes"], live["before_bytes"]
+    return result
 
 
 def summarize(results):
     runs = [run for r in results for run in r["runs"]]
     medians = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
     medians["total"] = statistics.median(sum(run.values()) for run in runs)
-    return medians, max(r["peak_bytes"] for r in results), max(r["before_bytes"] for r in results)
+    memory = {key: max(r[key] for r in results) for key in results[0] if key.endswith("_bytes")}
+    return medians, memory
 
 
-def print_table(label, medians, peak_bytes, before_bytes, macs, peak_gflops):
+def print_table(label, medians, memory, macs, peak_gflops):
     print(f"\n{label}")
     print(f"{'stage':<20}{'median s':>10}{'GMAC':>9}{'GFLOP/s':>10}{'of peak':>9}")
     for stage in (*STAGES, "total"):
@@ -239,7 +258,16 @@ def print_table(label, medians, peak_bytes, before_bytes, macs, peak_gflops):
             print(f"{stage:<20}{seconds:>10.3f}{macs[stage] / 1e9:>9.1f}{gflops:>10.1f}{gflops / peak_gflops:>9.0%}")
         else:
             print(f"{stage:<20}{seconds:>10.3f}{'-':>9}{'-':>10}{'-':>9}")
-    print(f"peak memory during the calls: {peak_bytes / 2**30:.2f} GiB ({before_bytes / 2**30:.2f} GiB before them)")
+
+    def gib(key):
+        return f"{memory[key] / 2**30:.2f} GiB"
+
+    print(f"peak resident memory during the calls: {gib('peak_bytes')} ({gib('before_bytes')} before them)")
+    if "live_peak_bytes" in memory:
+        print(
+            f"peak live memory (freed memory returned at once): {gib('live_peak_bytes')}"
+            f" ({gib('live_before_bytes')} before)"
+        )
 
 
 def main():
@@ -261,7 +289,7 @@ def main():
         + ", ".join(f"matmul peak {name} {gflops:.0f} GFLOP/s" for name, gflops in peaks.items())
     )
     macs = {} if args.no_flops else stage_macs(args)
-    results = time_alternately(args.compare_to, args.rounds, lambda code_root: run_worker(args, code_root))
+    results = time_alternately(args.compare_to, args.rounds, lambda code_root: run_code(args, code_root))
     summaries = {label: summarize(r) for label, r in results.items()}
     for label, summary in summaries.items():
         print_table(label, *summary, macs, peaks[args.dtype])

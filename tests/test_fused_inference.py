@@ -229,3 +229,43 @@ def test_forward_hooks_see_the_modules_run():
     with torch.no_grad():
         model.inference_features(torch.randn(1, 3, 64, 64))
     assert seen == [(1, 256, 4, 4)]
+
+
+def test_onednn_multihead_attention_with_a_mask_shared_by_the_heads(fused):
+    """The masked decoder's mask for one image is a broadcast view over the heads."""
+    from mask2former.modeling.transformer_decoder.masked_transformer_decoder import attention_mask_from_mask_logits
+
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(32, 4).eval()
+    mask_logits = torch.randn(1, 10, 12, 16)
+    shared = attention_mask_from_mask_logits(mask_logits, (6, 8), num_heads=4)
+    assert shared.shape == (4, 10, 48) and shared.stride(0) == 0
+    copied = shared.clone()
+    query, memory = torch.randn(10, 1, 32), torch.randn(48, 1, 32)
+    with torch.no_grad():
+        expected = attention(query, memory, memory, attn_mask=copied, need_weights=False)[0]
+        actual = onednn.multihead_attention(attention, query, memory, memory, attn_mask=shared)
+    assert torch.allclose(actual, expected, atol=1e-5, rtol=1e-4)
+    # two images: a mask of its own per image and head (a copy)
+    two = attention_mask_from_mask_logits(torch.randn(2, 10, 12, 16), (6, 8), num_heads=4)
+    assert two.shape == (8, 10, 48) and two.is_contiguous()
+    assert torch.equal(two.view(2, 4, 10, 48)[:, 0], two.view(2, 4, 10, 48)[:, 3])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pointwise_conv_contiguous_equals_the_conv(fused, dtype):
+    from detectron2.layers import Conv2d
+
+    torch.manual_seed(0)
+    conv = Conv2d(16, 24, kernel_size=1).eval()
+    x = torch.randn(2, 16, 9, 13).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        expected = conv(x)
+        actual = onednn.pointwise_conv_contiguous(x, conv)
+    assert actual.is_contiguous() and actual.dtype == expected.dtype and actual.shape == expected.shape
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(actual.float(), expected.float(), atol=tolerance, rtol=tolerance)
+    # a convolution it does not cover runs as itself
+    wide = Conv2d(16, 24, kernel_size=3, padding=1).eval()
+    with torch.no_grad():
+        assert torch.equal(onednn.pointwise_conv_contiguous(x, wide), wide(x).contiguous())

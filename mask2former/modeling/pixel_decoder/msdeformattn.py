@@ -354,7 +354,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             out.append(self.output_convs[idx](y))
 
         multi_scale_features = out[: self.maskformer_num_feature_levels]
-        return self.mask_features(out[-1]), out[0], multi_scale_features
+        # contiguous: the transformer decoder multiplies it by the queries ten times
+        return onednn.pointwise_conv_contiguous(out[-1], self.mask_features), out[0], multi_scale_features
 
     def forward(self, features: Dict[str, Tensor], targets=None):
         raise NotImplementedError(

@@ -36,7 +36,8 @@ def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[i
     resized = F.interpolate(mask_logits.flatten(1, -3), size=tuple(target_size), mode="bilinear", align_corners=False)
     blocked = resized.sigmoid().view(batch_size, num_queries, -1) < 0.5  # (B, Q, [T] hw)
     blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
-    return blocked.unsqueeze(1).repeat(1, num_heads, 1, 1).flatten(0, 1).detach()
+    # the heads share the mask: for one image, a view with a zero head stride (no copy)
+    return blocked.unsqueeze(1).expand(-1, num_heads, -1, -1).flatten(0, 1).detach()
 
 
 def frames_to_sequence(flat: Tensor, num_frames: int) -> Tensor:
@@ -173,8 +174,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         del mask
         self._check_inputs(x, mask_features)
         memories, positions, sizes = self._memories(x, num_frames=1)
-        # Every layer multiplies by the mask features: one copy into (B, C, H, W) order here
-        # spares each product a transposing copy (the pixel decoder's maps are channels-last).
+        # Every layer multiplies by the mask features: in (B, C, H, W) order (one copy here if
+        # a pixel decoder gives them channels-last), no product needs a transposing copy.
         return self._decode(memories, positions, sizes, mask_features.contiguous())
 
     def _check_inputs(self, x: List[Tensor], mask_features: Tensor) -> None:
