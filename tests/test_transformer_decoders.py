@@ -126,8 +126,11 @@ def test_masked_decoder_round_robin_and_masks_come_from_previous_prediction():
     x, mask_features = _multi_scale_inputs()
     seen = []
 
+    seen_contiguous = []
+
     def hook(_module, args, kwargs):
         seen.append((args[1].shape, kwargs["memory_mask"]))
+        seen_contiguous.append(args[1].is_contiguous() and kwargs["pos"].is_contiguous())
 
     handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in decoder.transformer_cross_attention_layers]
     with torch.no_grad():
@@ -144,6 +147,8 @@ def test_masked_decoder_round_robin_and_masks_come_from_previous_prediction():
     for i, (memory_shape, memory_mask) in enumerate(seen):
         h, w = sizes[i % 3]
         assert tuple(memory_shape) == (h * w, 2, 16)
+        # a linear on a permuted memory is a product batched over tokens once exported
+        assert seen_contiguous[i], f"layer {i}: memory and positions should be contiguous"
         expected = attention_mask_from_mask_logits(predictions[i]["pred_masks"], (h, w), num_heads=4)
         assert torch.equal(memory_mask, expected), f"layer {i} must use prediction {i} resized to {h}x{w}"
 

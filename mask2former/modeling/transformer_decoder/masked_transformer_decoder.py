@@ -200,9 +200,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         memories, positions, sizes = [], [], []
         for level, feature in enumerate(x):
             sizes.append(feature.shape[-2:])
-            positions.append(frames_to_sequence(self._position_embedding(feature, num_frames), num_frames))
+            # Contiguous once here: every layer attending to this level projects memory +
+            # positions, and a linear on a permuted (tokens, B, C) view becomes a batched
+            # product over tokens (AOTInductor then copies the weight once per token).
+            position = frames_to_sequence(self._position_embedding(feature, num_frames), num_frames)
+            positions.append(position.contiguous())
             memory = self.input_proj[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
-            memories.append(frames_to_sequence(memory, num_frames))
+            memories.append(frames_to_sequence(memory, num_frames).contiguous())
         return memories, positions, sizes
 
     def _decode(self, memories: List[Tensor], positions: List[Tensor], sizes: List, mask_features: Tensor) -> Dict:
