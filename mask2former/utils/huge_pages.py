@@ -36,6 +36,8 @@ def huge_pages_active() -> bool:
             inside = False
             for line in f:
                 fields = line.split()
+                if not fields:
+                    continue
                 if "-" in fields[0] and ":" not in fields[0]:  # a mapping's first line
                     start, end = (int(x, 16) for x in fields[0].split("-"))
                     inside = start <= address < end
