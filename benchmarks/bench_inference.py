@@ -241,23 +241,26 @@ def run_code(args, code_root):
 
 
 def summarize(results):
-    runs = [run for r in results for run in r["runs"]]
-    medians = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
-    medians["total"] = statistics.median(sum(run.values()) for run in runs)
+    """Per stage (and in total): (median, min, max) seconds over all timed inferences; the
+    memory peaks over all processes."""
+    runs = [dict(run, total=sum(run.values())) for r in results for run in r["runs"]]
+    times = {stage: [run[stage] for run in runs] for stage in (*STAGES, "total")}
+    spread = {stage: (statistics.median(t), min(t), max(t)) for stage, t in times.items()}
     memory = {key: max(r[key] for r in results) for key in results[0] if key.endswith("_bytes")}
-    return medians, memory
+    return spread, memory
 
 
-def print_table(label, medians, memory, macs, peak_gflops):
+def print_table(label, spread, memory, macs, peak_gflops):
     print(f"\n{label}")
-    print(f"{'stage':<20}{'median s':>10}{'GMAC':>9}{'GFLOP/s':>10}{'of peak':>9}")
+    print(f"{'stage':<20}{'median s':>10}{'min-max s':>14}{'GMAC':>9}{'GFLOP/s':>10}{'of peak':>9}")
     for stage in (*STAGES, "total"):
-        seconds = medians[stage]
+        seconds, fastest, slowest = spread[stage]
+        row = f"{stage:<20}{seconds:>10.3f}{f'{fastest:.3f}-{slowest:.3f}':>14}"
         if stage in macs:
             gflops = 2 * macs[stage] / seconds / 1e9
-            print(f"{stage:<20}{seconds:>10.3f}{macs[stage] / 1e9:>9.1f}{gflops:>10.1f}{gflops / peak_gflops:>9.0%}")
+            print(f"{row}{macs[stage] / 1e9:>9.1f}{gflops:>10.1f}{gflops / peak_gflops:>9.0%}")
         else:
-            print(f"{stage:<20}{seconds:>10.3f}{'-':>9}{'-':>10}{'-':>9}")
+            print(f"{row}{'-':>9}{'-':>10}{'-':>9}")
 
     def gib(key):
         return f"{memory[key] / 2**30:.2f} GiB"
@@ -296,7 +299,7 @@ def main():
     if args.compare_to:
         ours, theirs = summaries["this checkout"][0], summaries[args.compare_to][0]
         print(f"\ntime ratio this checkout / {args.compare_to} (same run, alternating processes):")
-        print("  " + ", ".join(f"{stage} {ours[stage] / theirs[stage]:.2f}x" for stage in (*STAGES, "total")))
+        print("  " + ", ".join(f"{stage} {ours[stage][0] / theirs[stage][0]:.2f}x" for stage in (*STAGES, "total")))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def test_bench_inference_prints_every_stage():
     for stage in ("backbone", "pixel_decoder", "transformer_decoder", "postprocessing", "total"):
         assert f"\n{stage} " in out, out
     assert "matmul peak float32" in out and "peak resident memory during the calls" in out
-    assert "peak live memory" in out
+    assert "peak live memory" in out and "min-max s" in out
 
 
 def test_bench_train_step_prints_every_phase():
