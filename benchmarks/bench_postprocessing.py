@@ -93,7 +93,7 @@ def scene(large):
     return (*logits, LARGE["padded"], LARGE["padded"], LARGE["output"], options(k, LARGE["num_things"], q))
 
 
-# as this benchmark was launched: importing `mask2former` in this process may set it since
+# The huge-page setting this benchmark was launched with (importing `mask2former` here sets one).
 LAUNCH_HUGE_PAGES = os.environ.get("THP_MEM_ALLOC_ENABLE")
 
 
