@@ -29,7 +29,8 @@ def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[i
     Returns:
         (B * num_heads, Q, [T *] h * w) bool, True where attention is blocked: pixels whose
         resized mask probability is below 0.5. A query whose row would be blocked
-        entirely is left unblocked (it would otherwise attend to nothing). Detached.
+        entirely is left unblocked (it would otherwise attend to nothing). Detached; for one
+        image a view that repeats one mask for every head, not to be written to.
     """
     batch_size, num_queries = mask_logits.shape[:2]
     # Frames are resized as separate planes, like queries.
