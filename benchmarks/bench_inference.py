@@ -3,9 +3,9 @@ against the machine's measured matrix-multiply peak.
 
 For a config (default: the published R50 COCO panoptic one, random weights) and an input
 size (default 800x1088), each stage's median time, its multiply-adds (fvcore, counted as
-`tools/analyze_model.py` counts them), the achieved GFLOP/s (2 flops per multiply-add)
-and that as a fraction of the matrix-multiply peak measured in the same run (square
-products of 2048, the `--dtype`). The network's class and mask outputs are replaced by
+`tools/analyze_model.py` counts them, for each timed code on its own), the achieved GFLOP/s
+(2 flops per multiply-add) and that as a fraction of the matrix-multiply peak measured in
+the same run (square products of 2048, the `--dtype`). The network's class and mask outputs are replaced by
 predictions that keep 10-20 panoptic segments and ~50 instances (as
 `bench_postprocessing.py` builds them), since random weights keep none. Peak memory is the
 process's peak resident size during the calls (model weights included), under glibc's
@@ -215,9 +215,10 @@ def time_alternately(compare_to, rounds, run_one):
     return results
 
 
-def run_worker(args, code_root, repeats=None, env_variables=None):
+def run_worker(args, code_root, repeats=None, env_variables=None, count_flops=False):
     env = worker_environment(code_root, **(env_variables or {}))
     command = [sys.executable, __file__, "--worker", "--dtype", args.dtype, "--device", args.device]
+    command += ["--count-flops"] if count_flops else []
     command += ["--config-file", args.config_file, "--size", *map(str, args.size)]
     command += ["--repeats", str(repeats or args.repeats), "--threads", str(args.threads), *args.opts]
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=code_root).stdout
@@ -230,13 +231,16 @@ def run_worker(args, code_root, repeats=None, env_variables=None):
 LIVE_MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
-def run_code(args, code_root):
-    """Stage times and resident peak under the default allocator, and the peak of live
-    memory from one more inference in a process that returns freed memory at once."""
+def run_code(args, code_root, count_flops):
+    """Stage times and resident peak under the default allocator, the peak of live memory
+    from one more inference in a process that returns freed memory at once and, if
+    `count_flops`, the multiply-adds of this code's stages."""
     result = run_worker(args, code_root)
     if args.device == "cpu":
         live = run_worker(args, code_root, repeats=1, env_variables=LIVE_MEMORY_ENV)
         result["live_peak_bytes"], result["live_before_bytes"] = live["peak_bytes"], live["before_bytes"]
+    if count_flops:
+        result["macs"] = run_worker(args, code_root, count_flops=True)["macs"]
     return result
 
 
@@ -247,7 +251,8 @@ def summarize(results):
     times = {stage: [run[stage] for run in runs] for stage in (*STAGES, "total")}
     spread = {stage: (statistics.median(t), min(t), max(t)) for stage, t in times.items()}
     memory = {key: max(r[key] for r in results) for key in results[0] if key.endswith("_bytes")}
-    return spread, memory
+    macs = next((r["macs"] for r in results if "macs" in r), {})
+    return spread, memory, macs
 
 
 def print_table(label, spread, memory, macs, peak_gflops):
@@ -279,11 +284,15 @@ def main():
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="timed inferences per process")
     parser.add_argument("--no-flops", action="store_true", help="skip the fvcore count")
+    parser.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.worker:
         import_only_timed_code()
-        worker(args)
+        if args.count_flops:
+            print(json.dumps({"macs": stage_macs(args)}))
+        else:
+            worker(args)
         return
 
     peaks = {name: matmul_peak(d, args.device) for name, d in DTYPES.items()}
@@ -291,11 +300,18 @@ def main():
         f"{args.config_file} at {args.size[0]}x{args.size[1]}, {args.dtype}, {args.device}, {args.threads} threads; "
         + ", ".join(f"matmul peak {name} {gflops:.0f} GFLOP/s" for name, gflops in peaks.items())
     )
-    macs = {} if args.no_flops else stage_macs(args)
-    results = time_alternately(args.compare_to, args.rounds, lambda code_root: run_code(args, code_root))
+    counted = set()
+
+    def run_one(code_root):
+        # each code's own computation is counted (once): a change may do less work
+        count_flops = not args.no_flops and code_root not in counted
+        counted.add(code_root)
+        return run_code(args, code_root, count_flops)
+
+    results = time_alternately(args.compare_to, args.rounds, run_one)
     summaries = {label: summarize(r) for label, r in results.items()}
     for label, summary in summaries.items():
-        print_table(label, *summary, macs, peaks[args.dtype])
+        print_table(label, *summary, peaks[args.dtype])
     if args.compare_to:
         ours, theirs = summaries["this checkout"][0], summaries[args.compare_to][0]
         print(f"\ntime ratio this checkout / {args.compare_to} (same run, alternating processes):")

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on the tiny config (their numbers are not checked:
 no timing assertions)."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ def test_bench_inference_prints_every_stage():
         assert f"\n{stage} " in out, out
     assert "matmul peak float32" in out and "peak resident memory during the calls" in out
     assert "peak live memory" in out and "min-max s" in out
+    # the network stages carry their counted work and its fraction of the peak
+    for stage in ("backbone", "pixel_decoder", "transformer_decoder"):
+        assert re.search(rf"\n{stage} .*\d%\n", out), out
 
 
 def test_bench_train_step_prints_every_phase():

@@ -72,10 +72,12 @@ def test_head_output_contract():
     assert list(dict(head.named_children())) == ["pixel_decoder", "predictor"]
     with torch.no_grad():
         out = head(_features())
+        training_out = head.train()(_features())
     assert tuple(out["pred_logits"].shape) == (2, 6, 6)
     assert tuple(out["pred_masks"].shape) == (2, 6, 16, 24)
-    assert len(out["aux_outputs"]) == 3
-    assert all(tuple(a["pred_masks"].shape) == (2, 6, 16, 24) for a in out["aux_outputs"])
+    assert "aux_outputs" not in out  # inference makes the earlier masks only at the attended sizes
+    assert len(training_out["aux_outputs"]) == 3
+    assert all(tuple(a["pred_masks"].shape) == (2, 6, 16, 24) for a in training_out["aux_outputs"])
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,13 @@ def run(request):
     mask_features, _, multi_scale = record["pixel_decoder_outputs"]
     for h in handles:
         h.remove()
-    record.update(features=features, mask_features=mask_features, multi_scale=multi_scale, outputs=outputs)
+    with torch.no_grad():  # training mode also returns the earlier layers' predictions
+        training_outputs = head.predictor.train()(multi_scale, mask_features, None)
+    head.predictor.eval()
+    record.update(
+        features=features, mask_features=mask_features, multi_scale=multi_scale, outputs=outputs,
+        training_outputs=training_outputs,
+    )
     return request.param, cfg, record
 
 
@@ -106,8 +112,10 @@ def test_mask_features_predictions_and_attention_masks(run):
     assert tuple(record["mask_features"].shape) == (B, 256, H // 4, W // 4)
 
     outputs = record["outputs"]
-    predictions = [outputs] + outputs["aux_outputs"]
-    assert len(predictions) == cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10
+    assert set(outputs) == {"pred_logits", "pred_masks"}
+    training_outputs = record["training_outputs"]
+    predictions = [outputs, training_outputs] + training_outputs["aux_outputs"]
+    assert len(predictions) - 1 == cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10
     for p in predictions:
         assert tuple(p["pred_logits"].shape) == (B, Q, num_classes + 1)
         assert tuple(p["pred_masks"].shape) == (B, Q, H // 4, W // 4)

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mask2former.modeling.transformer_decoder import (
@@ -12,7 +13,7 @@ from mask2former.modeling.transformer_decoder import (
     StandardTransformerDecoder,
 )
 from mask2former.modeling.transformer_decoder.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from mask2former.modeling.transformer_decoder.masked_transformer_decoder import attention_mask_from_mask_logits
+from mask2former.modeling.transformer_decoder.masked_transformer_decoder import attention_mask_from_mask_logits, resize_planes
 
 
 def _expected_sine(mask, num_pos_feats, temperature, normalize, scale, eps):
@@ -120,23 +121,29 @@ def _multi_scale_inputs(B=2, C=16, sizes=((3, 4), (6, 8), (12, 16)), mask_hw=(24
     return x, torch.randn(B, C, *mask_hw)
 
 
-def test_masked_decoder_round_robin_and_masks_come_from_previous_prediction():
-    torch.manual_seed(0)
-    decoder = _small_masked_decoder().eval()
-    x, mask_features = _multi_scale_inputs()
+def _run_recording_cross_attention(decoder, x, mask_features):
+    """The decoder's outputs and, per cross-attention layer, (memory shape, memory mask, whether
+    memory and positions are contiguous)."""
     seen = []
 
-    seen_contiguous = []
-
     def hook(_module, args, kwargs):
-        seen.append((args[1].shape, kwargs["memory_mask"]))
-        seen_contiguous.append(args[1].is_contiguous() and kwargs["pos"].is_contiguous())
+        seen.append((args[1].shape, kwargs["memory_mask"], args[1].is_contiguous() and kwargs["pos"].is_contiguous()))
 
     handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in decoder.transformer_cross_attention_layers]
-    with torch.no_grad():
-        out = decoder(x, mask_features)
-    for h in handles:
-        h.remove()
+    try:
+        with torch.no_grad():
+            out = decoder(x, mask_features)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, seen
+
+
+def test_masked_decoder_round_robin_and_masks_come_from_previous_prediction():
+    torch.manual_seed(0)
+    decoder = _small_masked_decoder().train()  # training returns every prediction
+    x, mask_features = _multi_scale_inputs()
+    out, seen = _run_recording_cross_attention(decoder, x, mask_features)
 
     predictions = out["aux_outputs"] + [{"pred_logits": out["pred_logits"], "pred_masks": out["pred_masks"]}]
     assert len(predictions) == 6 and len(out["aux_outputs"]) == 5
@@ -144,13 +151,37 @@ def test_masked_decoder_round_robin_and_masks_come_from_previous_prediction():
         assert tuple(p["pred_logits"].shape) == (2, 7, 6)
         assert tuple(p["pred_masks"].shape) == (2, 7, 24, 32)
     sizes = [(3, 4), (6, 8), (12, 16)]
-    for i, (memory_shape, memory_mask) in enumerate(seen):
+    for i, (memory_shape, memory_mask, contiguous) in enumerate(seen):
         h, w = sizes[i % 3]
         assert tuple(memory_shape) == (h * w, 2, 16)
         # a linear on a permuted memory is a product batched over tokens once exported
-        assert seen_contiguous[i], f"layer {i}: memory and positions should be contiguous"
+        assert contiguous, f"layer {i}: memory and positions should be contiguous"
         expected = attention_mask_from_mask_logits(predictions[i]["pred_masks"], (h, w), num_heads=4)
         assert torch.equal(memory_mask, expected), f"layer {i} must use prediction {i} resized to {h}x{w}"
+
+
+@pytest.mark.parametrize("mask_hw", [(24, 32), (20, 30)])  # even shrink factors, and not
+def test_masked_decoder_inference_masks_attention_as_training_does(mask_hw):
+    """Eval mode predicts the earlier masks at the attended size only (mask features resized
+    first): the same attention masks and outputs as training mode, without aux outputs."""
+    torch.manual_seed(0)
+    decoder = _small_masked_decoder()  # no dropout: both modes compute the same function
+    x, mask_features = _multi_scale_inputs(mask_hw=mask_hw)
+    trained, seen_training = _run_recording_cross_attention(decoder.train(), x, mask_features)
+    inferred, seen_inference = _run_recording_cross_attention(decoder.eval(), x, mask_features)
+    assert set(inferred) == {"pred_logits", "pred_masks"}
+    torch.testing.assert_close(inferred["pred_logits"], trained["pred_logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inferred["pred_masks"], trained["pred_masks"], rtol=1e-5, atol=1e-5)
+    assert len(seen_inference) == len(seen_training) == 5
+    for i, (training_call, inference_call) in enumerate(zip(seen_training, seen_inference)):
+        assert torch.equal(training_call[1], inference_call[1]), f"layer {i}: attention masks differ"
+
+
+@pytest.mark.parametrize("size", [(3, 4), (6, 8), (12, 16), (5, 7)])
+def test_resize_planes_is_bilinear_resizing(size):
+    planes = torch.randn(2, 3, 4, 24, 32)  # e.g. (B, T, C, H, W) frames of clips
+    expected = F.interpolate(planes.flatten(1, 2), size=size, mode="bilinear", align_corners=False).view(2, 3, 4, *size)
+    torch.testing.assert_close(resize_planes(planes, size), expected, rtol=0, atol=1e-6)
 
 
 def test_masked_cross_attention_ignores_blocked_pixels():
@@ -220,13 +251,15 @@ def test_masked_decoder_input_projection_and_level_count_checks():
 
 def test_masked_decoder_without_classification_and_pre_norm():
     torch.manual_seed(0)
-    decoder = _small_masked_decoder(mask_classification=False, pre_norm=True).eval()
+    decoder = _small_masked_decoder(mask_classification=False, pre_norm=True).train()
     assert not hasattr(decoder, "class_embed")
     x, mask_features = _multi_scale_inputs(B=1)
     with torch.no_grad():
         out = decoder(x, mask_features)
-    assert out["pred_logits"] is None
+        inferred = decoder.eval()(x, mask_features)
+    assert out["pred_logits"] is None and inferred["pred_logits"] is None
     assert all(set(a) == {"pred_masks"} for a in out["aux_outputs"])
+    torch.testing.assert_close(inferred["pred_masks"], out["pred_masks"], rtol=1e-5, atol=1e-5)
 
 
 def _small_standard_decoder(**overrides):

@@ -208,14 +208,32 @@ def test_decoder_predicts_one_mask_per_frame_from_queries_shared_by_the_clip(tin
         outputs = tiny_model.sem_seg_head(features)
         assert outputs["pred_logits"].shape == (1, 6, 4)
         assert outputs["pred_masks"].shape == (1, 6, 3, 8, 16)
-        assert len(outputs["aux_outputs"]) == 2
-        assert outputs["aux_outputs"][0]["pred_masks"].shape == (1, 6, 3, 8, 16)
+        assert "aux_outputs" not in outputs  # inference: earlier masks only at the attended sizes
         # The decoder attends over all frames: changing the last frame changes the first one's masks.
         features_changed = {k: v.clone() for k, v in features.items()}
         for v in features_changed.values():
             v[-1] = torch.randn_like(v[-1])
         changed = tiny_model.sem_seg_head(features_changed)
     assert not torch.allclose(changed["pred_masks"][:, :, 0], outputs["pred_masks"][:, :, 0])
+
+
+def test_decoder_inference_equals_training_mode_on_a_clip(tiny_model):
+    """Eval mode masks attention from mask features resized per frame; training mode from
+    each layer's resized full-size masks: the same outputs."""
+    frames = torch.stack(_video(tiny_model.sem_seg_head.predictor.num_frames)).float()
+    predictor = tiny_model.sem_seg_head.predictor
+    with torch.no_grad():
+        features = tiny_model.backbone((frames - tiny_model.pixel_mean) / tiny_model.pixel_std)
+        mask_features, _, multi_scale = tiny_model.sem_seg_head.pixel_decoder.forward_features(features)
+        inferred = predictor(multi_scale, mask_features)
+        try:
+            trained = predictor.train()(multi_scale, mask_features)
+        finally:
+            predictor.eval()
+    assert len(trained["aux_outputs"]) == 2
+    assert trained["aux_outputs"][0]["pred_masks"].shape == inferred["pred_masks"].shape
+    torch.testing.assert_close(inferred["pred_logits"], trained["pred_logits"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(inferred["pred_masks"], trained["pred_masks"], rtol=1e-5, atol=1e-5)
 
 
 def test_eval_interface_and_top10_per_video(tiny_model):

@@ -16,6 +16,24 @@ from .position_encoding import PositionEmbeddingSine
 __all__ = ["MultiScaleMaskedTransformerDecoder", "attention_mask_from_mask_logits", "frames_to_sequence"]
 
 
+def resize_planes(planes: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize (half-pixel centres, as ``F.interpolate`` with ``align_corners=False``)
+    of (B, ..., H, W) over its last two dimensions to ``size`` (h, w)."""
+    (height, width), (h, w) = planes.shape[-2:], size
+    if height % h == 0 and width % w == 0 and (height // h) % 2 == 0 and (width // w) % 2 == 0:
+        return _shrink_by_even_factors(planes, height // h, width // w)
+    resized = F.interpolate(planes.flatten(1, -3), size=tuple(size), mode="bilinear", align_corners=False)
+    return resized.view(*planes.shape[:-2], *resized.shape[-2:])
+
+
+def _shrink_by_even_factors(planes: Tensor, fy: int, fx: int) -> Tensor:
+    # Shrinking by an even factor f, each output pixel's centre falls halfway between input
+    # pixels f/2 - 1 and f/2 of its block: bilinear is the mean of those two per axis. Strided
+    # sums do it without the layout copies F.interpolate makes for many channels.
+    rows = planes[..., fy // 2 - 1 :: fy, :] + planes[..., fy // 2 :: fy, :]
+    return (rows[..., fx // 2 - 1 :: fx] + rows[..., fx // 2 :: fx]) * 0.25
+
+
 def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[int], num_heads: int) -> Tensor:
     """
     The masked-attention mask for the next cross-attention layer.
@@ -32,10 +50,14 @@ def attention_mask_from_mask_logits(mask_logits: Tensor, target_size: Sequence[i
         entirely is left unblocked (it would otherwise attend to nothing). Detached; for one
         image a view that repeats one mask for every head, not to be written to.
     """
-    batch_size, num_queries = mask_logits.shape[:2]
     # Frames are resized as separate planes, like queries.
-    resized = F.interpolate(mask_logits.flatten(1, -3), size=tuple(target_size), mode="bilinear", align_corners=False)
-    blocked = resized.sigmoid().view(batch_size, num_queries, -1) < 0.5  # (B, Q, [T] hw)
+    return attention_mask_from_resized_logits(resize_planes(mask_logits, target_size), num_heads)
+
+
+def attention_mask_from_resized_logits(mask_logits: Tensor, num_heads: int) -> Tensor:
+    """``attention_mask_from_mask_logits`` of logits already at the attended size."""
+    batch_size, num_queries = mask_logits.shape[:2]
+    blocked = mask_logits.sigmoid().view(batch_size, num_queries, -1) < 0.5  # (B, Q, [T] hw)
     blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
     # the heads share the mask: for one image, a view with a zero head stride (no copy)
     return blocked.unsqueeze(1).expand(-1, num_heads, -1, -1).flatten(0, 1).detach()
@@ -55,7 +77,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     FFN), the cross-attention cycling round robin over the multi-scale features (lowest
     resolution first). Each query only attends to the pixels its previous mask prediction
     covers. Class and mask predictions are made from the learned queries and after every
-    layer: ``dec_layers + 1`` predictions, the last one being the output.
+    layer: ``dec_layers + 1`` predictions, the last one being the output. In eval mode the
+    earlier predictions are made only at the size of the memory they mask, and not returned.
     """
 
     # Version 2 = the Mask2Former layout; checkpoints written by this module carry it.
@@ -169,8 +192,8 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             mask: unused (kept for the common decoder interface).
 
         Returns:
-            {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H/4, W/4),
-             "aux_outputs": [{"pred_logits", "pred_masks"}] * dec_layers (earlier predictions, in order)}
+            {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, H/4, W/4)}, in training also
+            "aux_outputs": [{"pred_logits", "pred_masks"}] * dec_layers (earlier predictions, in order).
         """
         del mask
         self._check_inputs(x, mask_features)
@@ -214,36 +237,42 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         batch_size = memories[0].shape[1]
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, batch_size, 1)  # (Q, B, C)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, batch_size, 1)
+        # Only training supervises the earlier predictions' masks; inference needs them only
+        # as attention masks, at the size attended. Resizing is linear, so resizing the mask
+        # features once per level gives those logits without any full-size mask but the last.
+        attention_features = None if self.training else [resize_planes(mask_features, size) for size in sizes]
 
         predictions_class, predictions_mask = [], []
-        outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[0])
-        predictions_class.append(outputs_class)
-        predictions_mask.append(outputs_mask)
-
-        for i in range(self.num_layers):
-            level = i % self.num_feature_levels
-            output = self.transformer_cross_attention_layers[i](
-                output,
-                memories[level],
-                memory_mask=attn_mask,
-                memory_key_padding_mask=None,
-                pos=positions[level],
-                query_pos=query_embed,
-            )
-            output = self.transformer_self_attention_layers[i](
-                output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
-            )
-            output = self.transformer_ffn_layers[i](output)
-            next_size = sizes[(i + 1) % self.num_feature_levels]
-            outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, next_size)
+        for i in range(self.num_layers + 1):
+            if i > 0:
+                level = (i - 1) % self.num_feature_levels
+                output = self.transformer_cross_attention_layers[i - 1](
+                    output,
+                    memories[level],
+                    memory_mask=attn_mask,
+                    memory_key_padding_mask=None,
+                    pos=positions[level],
+                    query_pos=query_embed,
+                )
+                output = self.transformer_self_attention_layers[i - 1](
+                    output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
+                )
+                output = self.transformer_ffn_layers[i - 1](output)
+            next_level = i % self.num_feature_levels
+            if self.training:
+                outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[next_level])
+            elif i < self.num_layers:
+                outputs_class, attention_logits = self._class_and_mask_logits(output, attention_features[next_level])
+                outputs_mask, attn_mask = None, attention_mask_from_resized_logits(attention_logits, self.num_heads)
+            else:
+                outputs_class, outputs_mask = self._class_and_mask_logits(output, mask_features)
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
 
-        return {
-            "pred_logits": predictions_class[-1],
-            "pred_masks": predictions_mask[-1],
-            "aux_outputs": self._aux_outputs(predictions_class, predictions_mask),
-        }
+        outputs = {"pred_logits": predictions_class[-1], "pred_masks": predictions_mask[-1]}
+        if self.training:
+            outputs["aux_outputs"] = self._aux_outputs(predictions_class, predictions_mask)
+        return outputs
 
     def forward_prediction_heads(
         self, output: Tensor, mask_features: Tensor, attn_mask_target_size: Sequence[int]
@@ -258,11 +287,15 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             class logits (B, Q, K+1) or None, mask logits (B, Q, H, W),
             attention mask (B * nheads, Q, h * w) bool.
         """
-        decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
-        outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
-        outputs_mask = self._mask_logits(self.mask_embed(decoder_output), mask_features)
+        outputs_class, outputs_mask = self._class_and_mask_logits(output, mask_features)
         attn_mask = attention_mask_from_mask_logits(outputs_mask, attn_mask_target_size, self.num_heads)
         return outputs_class, outputs_mask, attn_mask
+
+    def _class_and_mask_logits(self, output: Tensor, mask_features: Tensor) -> Tuple[Optional[Tensor], Tensor]:
+        """(Q, B, C) queries -> class logits (B, Q, K+1) or None, mask logits at the size of ``mask_features``."""
+        decoder_output = self.decoder_norm(output).transpose(0, 1)  # (B, Q, C)
+        outputs_class = self.class_embed(decoder_output) if self.mask_classification else None
+        return outputs_class, self._mask_logits(self.mask_embed(decoder_output), mask_features)
 
     @staticmethod
     def _mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:

@@ -51,8 +51,8 @@ class VideoMultiScaleMaskedTransformerDecoder(MultiScaleMaskedTransformerDecoder
             mask: unused (kept for the common decoder interface).
 
         Returns:
-            {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, T, H/4, W/4),
-             "aux_outputs": [{"pred_logits", "pred_masks"}] * dec_layers (earlier predictions, in order)}
+            {"pred_logits": (B, Q, K+1), "pred_masks": (B, Q, T, H/4, W/4)}, in training also
+            "aux_outputs": [{"pred_logits", "pred_masks"}] * dec_layers (earlier predictions, in order).
         """
         del mask
         self._check_inputs(x, mask_features)
