@@ -115,14 +115,24 @@ def test_msdeformattn_pixel_decoder_outputs_and_fpn_step():
     assert decoder.input_proj[0][0].in_channels == 40 and decoder.input_proj[2][0].in_channels == 16
 
 
-def test_msdeformattn_pixel_decoder_trains_in_float32_under_autocast():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_msdeformattn_pixel_decoder_training_precision_under_autocast(dtype):
+    """float16 autocast: the encoder trains in float32 (as published); bfloat16: in bfloat16,
+    with gradients that match float32 training."""
     torch.manual_seed(0)
     decoder = _msdeform_decoder(transformer_enc_layers=1).train()
-    features = {k: v.to(torch.bfloat16) for k, v in _features(B=1).items()}
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        mask_features, encoder_features, multi_scale = decoder.forward_features(features)
-    assert mask_features.dtype == torch.float32
-    assert all(f.dtype == torch.float32 for f in multi_scale)
+    features = _features(B=1)
+    reference = decoder.forward_features(features)[0]
+    (reference_grad,) = torch.autograd.grad(reference.square().mean(), decoder.input_proj[0][0].weight)
+    with torch.autocast("cpu", dtype=dtype):
+        mask_features, _, multi_scale = decoder.forward_features({k: v.to(dtype) for k, v in features.items()})
+    expected = torch.float32 if dtype == torch.float16 else torch.bfloat16
+    assert mask_features.dtype == expected
+    assert all(f.dtype == expected for f in multi_scale)
+    (grad,) = torch.autograd.grad(mask_features.float().square().mean(), decoder.input_proj[0][0].weight)
+    error = (grad - reference_grad).abs().max() / reference_grad.abs().max()
+    # measured: 1.3% (float16 inputs), 4.8% (bfloat16 keeps 8 bits of mantissa)
+    assert error < (0.03 if dtype == torch.float16 else 0.1), error
 
 
 def test_msdeformattn_pixel_decoder_infers_in_the_autocast_dtype():

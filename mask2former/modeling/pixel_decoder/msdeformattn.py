@@ -323,11 +323,14 @@ class MSDeformAttnPixelDecoder(nn.Module):
             multi_scale_features: three (B, conv_dim, h, w) maps, coarsest first.
         """
         check_features(features, self.input_shape, type(self).__name__)
-        # The deformable encoder trains in float32 even under mixed precision; at inference
-        # it follows the autocast dtype (MASK2FORMER.INFERENCE_DTYPE).
+        # The deformable encoder trains in float32 under float16 mixed precision (as
+        # published: float16's range is narrow); bfloat16 has float32's range and the op
+        # accumulates its gradients in float32, so under bfloat16 autocast it trains in
+        # bfloat16. At inference it follows the autocast dtype (MASK2FORMER.INFERENCE_DTYPE).
         device_type = next(iter(features.values())).device.type
-        enabled = torch.is_autocast_enabled(device_type) and not self.training
-        with torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type), enabled=enabled):
+        autocast_dtype = torch.get_autocast_dtype(device_type)
+        enabled = torch.is_autocast_enabled(device_type) and (not self.training or autocast_dtype == torch.bfloat16)
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=enabled):
             return self._forward_features(features)
 
     def _forward_features(self, features: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, List[Tensor]]:
