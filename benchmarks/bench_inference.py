@@ -145,7 +145,7 @@ def matmul_peak(dtype, device, n=2048, repeats=3):
 
 def stage_macs(args):
     """Multiply-adds of the three network stages (fvcore, float32 trace)."""
-    from analyze_model import flop_analysis
+    from flop_count import flop_analysis
 
     model = build(args.config_file, args.opts, args.device)
     images = model.preprocess_images(random_batch(args.size, args.device)).tensor

@@ -1,6 +1,8 @@
 """tools/: torchvision and Swin weight conversion, model analysis."""
 import importlib.util
 import json
+import subprocess
+import sys
 import pickle
 from pathlib import Path
 
@@ -164,7 +166,7 @@ def test_deformable_attention_flop_handle():
     from mask2former.ops import ms_deform_attn
     from fvcore.nn import FlopCountAnalysis
 
-    tool = _load_tool("analyze_model")
+    tool = _load_tool("flop_count")
     n, lq, m, d, levels, points = 1, 5, 2, 4, 2, 3
     shapes = torch.tensor([[4, 4], [2, 2]])
     starts = torch.tensor([0, 16])
@@ -190,7 +192,7 @@ def test_deformable_attention_flop_handle():
 def test_attention_flop_handles():
     from fvcore.nn import FlopCountAnalysis
 
-    tool = _load_tool("analyze_model")
+    tool = _load_tool("flop_count")
     q, k, v = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 6, 8), torch.randn(2, 4, 6, 5)
     bias, b1, b2 = torch.randn(3, 10, 6), torch.randn(3, 10, 8), torch.randn(3, 8, 6)
 
@@ -206,6 +208,12 @@ def test_attention_flop_handles():
     by_op = analysis.by_operator()
     assert by_op["scaled_dot_product_attention"] == 2 * 4 * 10 * 6 * (8 + 5)
     assert by_op["baddbmm"] == 3 * 10 * 8 * 6
+
+
+def test_flop_count_imports_nothing_from_the_package():
+    """bench_inference counts other revisions' models with it: it must not need this one's code."""
+    code = "import sys, flop_count; sys.exit(any(m.startswith('mask2former') for m in sys.modules))"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT / "tools", check=True)
 
 
 def test_check_checkpoint_tool(tmp_path, capsys):
