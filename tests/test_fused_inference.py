@@ -209,6 +209,43 @@ def test_onednn_multihead_attention_equals_the_module(fused, source_length):
     assert torch.allclose(actual.float(), expected.float(), atol=5e-2, rtol=5e-2)
 
 
+def test_attention_trains_in_float32_under_bfloat16_autocast(monkeypatch):
+    """Training under CPU bfloat16 autocast: projections in bfloat16, the attention between
+    them in float32; outputs and gradients as nn.MultiheadAttention's, within bfloat16 rounding."""
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(32, 4).train()
+    query, memory = torch.randn(10, 2, 32, requires_grad=True), torch.randn(24, 2, 32)
+    blocked = torch.rand(2, 1, 10, 24) < 0.6
+    blocked[..., 0] = False
+    blocked = blocked.expand(-1, 4, -1, -1).flatten(0, 1)
+    core_dtypes = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(q, *args, **kwargs):
+        core_dtypes.append(q.dtype)
+        return sdpa(q, *args, **kwargs)
+
+    def run(fn, autocast):
+        attention.zero_grad()
+        query.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = fn()
+        out.float().square().sum().backward()
+        return out.float().detach(), query.grad.clone(), attention.in_proj_weight.grad.clone()
+
+    def standard():
+        return attention(query, memory, memory, attn_mask=blocked, need_weights=False)[0]
+
+    reference = run(standard, autocast=False)  # float32
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    ours = run(lambda: onednn.multihead_attention(attention, query, memory, memory, attn_mask=blocked), autocast=True)
+    assert core_dtypes == [torch.float32]
+    bf16_module = run(standard, autocast=True)
+    for actual, module, expected in zip(ours, bf16_module, reference):
+        scale = expected.abs().max()
+        assert (actual - expected).abs().max() <= max(2 * (module - expected).abs().max(), 1e-3 * scale)
+
+
 def test_forward_hooks_see_the_modules_run():
     """Hooks (feature extraction, FLOP counters) keep working: hooked modules run their own forward."""
     layer = nn.Linear(8, 4).eval()
