@@ -5,9 +5,9 @@ For a config (default: the published R50 COCO panoptic one, random weights) and 
 size (default 800x1088), each stage's median time, its multiply-adds (fvcore, counted as
 `tools/analyze_model.py` counts them, for each timed code on its own), the achieved GFLOP/s
 (2 flops per multiply-add) and that as a fraction of the matrix-multiply peak measured in
-the same run (square products of 2048, the `--dtype`). The network's class and mask outputs are replaced by
-predictions that keep 10-20 panoptic segments and ~50 instances (as
-`bench_postprocessing.py` builds them), since random weights keep none. Peak memory is the
+the same run (square products of 2048, the `--dtype`). The network's class and mask
+outputs are replaced by predictions that keep 10-20 panoptic segments and ~50 instances
+(as `bench_postprocessing.py` builds them), since random weights keep none. Peak memory is the
 process's peak resident size during the calls (model weights included), under glibc's
 default allocator (which keeps freed memory for reuse) and, from one more inference in a
 process that returns freed memory at once, the peak of live memory.

@@ -242,30 +242,37 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         # features once per level gives those logits without any full-size mask but the last.
         attention_features = None if self.training else [resize_planes(mask_features, size) for size in sizes]
 
-        predictions_class, predictions_mask = [], []
-        for i in range(self.num_layers + 1):
-            if i > 0:
-                level = (i - 1) % self.num_feature_levels
-                output = self.transformer_cross_attention_layers[i - 1](
-                    output,
-                    memories[level],
-                    memory_mask=attn_mask,
-                    memory_key_padding_mask=None,
-                    pos=positions[level],
-                    query_pos=query_embed,
-                )
-                output = self.transformer_self_attention_layers[i - 1](
-                    output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
-                )
-                output = self.transformer_ffn_layers[i - 1](output)
-            next_level = i % self.num_feature_levels
+        def predict(output: Tensor, next_level: int, final: bool):
+            """Class logits, mask logits (None where inference skips them) and the attention
+            mask for memory level ``next_level`` (None after the last layer at inference)."""
             if self.training:
-                outputs_class, outputs_mask, attn_mask = self.forward_prediction_heads(output, mask_features, sizes[next_level])
-            elif i < self.num_layers:
-                outputs_class, attention_logits = self._class_and_mask_logits(output, attention_features[next_level])
-                outputs_mask, attn_mask = None, attention_mask_from_resized_logits(attention_logits, self.num_heads)
-            else:
-                outputs_class, outputs_mask = self._class_and_mask_logits(output, mask_features)
+                return self.forward_prediction_heads(output, mask_features, sizes[next_level])
+            if final:
+                return (*self._class_and_mask_logits(output, mask_features), None)
+            outputs_class, attention_logits = self._class_and_mask_logits(output, attention_features[next_level])
+            return outputs_class, None, attention_mask_from_resized_logits(attention_logits, self.num_heads)
+
+        predictions_class, predictions_mask = [], []
+        outputs_class, outputs_mask, attn_mask = predict(output, 0, final=False)
+        predictions_class.append(outputs_class)
+        predictions_mask.append(outputs_mask)
+
+        for i in range(self.num_layers):
+            level = i % self.num_feature_levels
+            output = self.transformer_cross_attention_layers[i](
+                output,
+                memories[level],
+                memory_mask=attn_mask,
+                memory_key_padding_mask=None,
+                pos=positions[level],
+                query_pos=query_embed,
+            )
+            output = self.transformer_self_attention_layers[i](
+                output, tgt_mask=None, tgt_key_padding_mask=None, query_pos=query_embed
+            )
+            output = self.transformer_ffn_layers[i](output)
+            next_level = (i + 1) % self.num_feature_levels
+            outputs_class, outputs_mask, attn_mask = predict(output, next_level, final=i == self.num_layers - 1)
             predictions_class.append(outputs_class)
             predictions_mask.append(outputs_mask)
 
