@@ -111,12 +111,11 @@ def test_mask_features_predictions_and_attention_masks(run):
     Q = cfg.MODEL.MASK_FORMER.NUM_OBJECT_QUERIES
     assert tuple(record["mask_features"].shape) == (B, 256, H // 4, W // 4)
 
-    outputs = record["outputs"]
+    outputs, training_outputs = record["outputs"], record["training_outputs"]
     assert set(outputs) == {"pred_logits", "pred_masks"}
-    training_outputs = record["training_outputs"]
-    predictions = [outputs, training_outputs] + training_outputs["aux_outputs"]
-    assert len(predictions) - 1 == cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10
-    for p in predictions:
+    predictions = [training_outputs] + training_outputs["aux_outputs"]
+    assert len(predictions) == cfg.MODEL.MASK_FORMER.DEC_LAYERS == 10
+    for p in [outputs] + predictions:
         assert tuple(p["pred_logits"].shape) == (B, Q, num_classes + 1)
         assert tuple(p["pred_masks"].shape) == (B, Q, H // 4, W // 4)
 

@@ -1,9 +1,9 @@
 """tools/: torchvision and Swin weight conversion, model analysis."""
 import importlib.util
 import json
+import pickle
 import subprocess
 import sys
-import pickle
 from pathlib import Path
 
 import numpy as np

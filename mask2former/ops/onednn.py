@@ -57,12 +57,15 @@ def standard_operators():
         _ENABLED = previous
 
 
+def _traced() -> bool:
+    """Inside torch.export / torch.compile or a jit trace (fvcore's FLOP counts): these keep the
+    standard operators, which every runtime and counter knows."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def inference_rewrites_apply() -> bool:
-    """No gradient to record, and not traced: torch.export / torch.compile and jit traces
-    (fvcore's FLOP counts) keep the standard operators, which every runtime and counter knows."""
-    return (
-        _ENABLED and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-    )
+    """No gradient to record, and not traced."""
+    return _ENABLED and not torch.is_grad_enabled() and not _traced()
 
 
 def fused_kernels_apply(x: Tensor) -> bool:
@@ -209,8 +212,7 @@ def _float32_attention_pays(x: Tensor) -> bool:
         and torch.is_grad_enabled()
         and torch.is_autocast_enabled("cpu")
         and torch.get_autocast_dtype("cpu") == torch.bfloat16
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
+        and not _traced()
     )
 
 
