@@ -6,9 +6,11 @@ Without detectron2 installed only the parts that need torch alone import: the
 deformable-attention op (`mask2former.ops`), the post-processing
 (`mask2former.postprocessing`) and the runtime of exported models (`mask2former.deploy`).
 """
+from .utils.freed_memory import keep_freed_memory
 from .utils.huge_pages import request_huge_pages
 
 request_huge_pages()  # before any large tensor exists (see `utils.huge_pages`)
+keep_freed_memory()  # large tensors reuse freed memory instead of fresh pages
 
 try:
     import detectron2  # noqa: F401
@@ -25,5 +27,5 @@ if detectron2 is not None:
     from .video import add_maskformer2_video_config
 
     __all__ = ["add_maskformer2_config", "add_maskformer2_video_config", "build_config"]
-del detectron2, request_huge_pages
+del detectron2, keep_freed_memory, request_huge_pages
 __version__ = "0.1.0"
