@@ -246,6 +246,54 @@ def test_attention_trains_in_float32_under_bfloat16_autocast(monkeypatch):
         assert (actual - expected).abs().max() <= max(2 * (module - expected).abs().max(), 1e-3 * scale)
 
 
+def _products_run(fn):
+    """The matrix-product operators that `fn()` and its backward run."""
+    with torch.profiler.profile() as prof:
+        fn()
+    return {e.name for e in prof.events()} & {"aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution"}
+
+
+@pytest.mark.parametrize("layer_kind", ["linear", "feed_forward", "attention"])
+def test_float32_training_linears_equal_the_modules(fused, layer_kind, monkeypatch):
+    """Recording gradients in float32: with oneDNN the linear layers run as 1x1 convolutions
+    (their products in oneDNN, not MKL); outputs and every gradient as the modules' own."""
+    monkeypatch.setattr(onednn, "_CONVOLUTION_LINEAR_MIN_ELEMENTS", 0)  # at this test's small size too
+    torch.manual_seed(0)
+    x = torch.randn(96, 8, 32, requires_grad=True)  # large enough for PyTorch to pick oneDNN
+    linear1, linear2, attention = nn.Linear(32, 64), nn.Linear(64, 32), nn.MultiheadAttention(32, 4)
+    memory = torch.randn(120, 8, 32, requires_grad=True)
+    ours, standard = {
+        "linear": (lambda: onednn.linear(x, linear1, relu=True), lambda: linear1(x).relu()),
+        "feed_forward": (
+            lambda: onednn.feed_forward(x, linear1, linear2, nn.functional.relu, nn.Dropout(0.0)),
+            lambda: linear2(linear1(x).relu()),
+        ),
+        "attention": (
+            lambda: onednn.multihead_attention(attention, x, memory, memory),
+            lambda: attention(x, memory, memory, need_weights=False)[0],
+        ),
+    }[layer_kind]
+    tensors = [x, memory, *linear1.parameters(), *linear2.parameters(), *attention.parameters()]
+
+    def run(fn):
+        for t in tensors:
+            t.grad = None
+        out = fn()
+        out.square().sum().backward()
+        return [out.detach()] + [t.grad.clone() for t in tensors if t.grad is not None]
+
+    expected = run(standard)
+    actual = run(ours)
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert torch.allclose(a, e, atol=1e-5, rtol=1e-5)
+    products = _products_run(lambda: run(ours))
+    if fused:
+        assert products == {"aten::mkldnn_convolution"}
+    else:
+        assert "aten::mkldnn_convolution" not in products
+
+
 def test_forward_hooks_see_the_modules_run():
     """Hooks (feature extraction, FLOP counters) keep working: hooked modules run their own forward."""
     layer = nn.Linear(8, 4).eval()
