@@ -176,13 +176,32 @@ class QueryPredictions(NamedTuple):
     masks: QueryMaskUpsampler
 
 
+_ONEDNN_PRODUCTS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _class_scores_into(out, class_probs_t, pixel_probs):
+    """out (K, n) = class_probs_t (K, Q) @ pixel_probs (n, Q).T. On the CPU through oneDNN:
+    MKL ran this product (K=133, Q=100, n=41344) at a third of oneDNN's speed on an AMD EPYC
+    (17 ms against 6 ms with the copy into `out`)."""
+    onednn = (
+        _ONEDNN_PRODUCTS
+        and out.device.type == "cpu"
+        and out.dtype == class_probs_t.dtype == pixel_probs.dtype == torch.float32
+        and not (class_probs_t.requires_grad or pixel_probs.requires_grad)
+        and not (torch.compiler.is_compiling() or torch.jit.is_tracing())  # runtimes know the plain op
+    )
+    if not onednn:
+        return out.addmm_(class_probs_t, pixel_probs.T, beta=0)
+    return out.copy_(torch.ops.mkldnn._linear_pointwise(class_probs_t, pixel_probs, None, "none", [], ""))
+
+
 def _class_sum_into(out, class_probs_t, mask_logits):
     """out (K, n) = class_probs_t (K, Q) @ sigmoid(mask_logits (Q, n)), without keeping the
     sigmoid of more than a band of pixels at once."""
     step = max(1, 2**20 // max(1, mask_logits.shape[0]))
     for s in range(0, mask_logits.shape[1], step):
         probs = mask_logits[:, s : s + step].sigmoid()
-        out[:, s : s + step].addmm_(class_probs_t, probs, beta=0)
+        _class_scores_into(out[:, s : s + step], class_probs_t, probs.T)
     return out
 
 
@@ -271,7 +290,7 @@ def banded_semantic_inference(
         probs = band.sigmoid_().view(-1, num_queries)  # (pixels, Q)
         # one large product per band (per-row products run several times slower), written
         # straight into the result
-        semantic[:, r0 * out_w : r1 * out_w].addmm_(class_probs_t, probs.T, beta=0)
+        _class_scores_into(semantic[:, r0 * out_w : r1 * out_w], class_probs_t, probs)
     return semantic.view(-1, out_h, out_w)
 
 
