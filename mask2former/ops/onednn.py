@@ -31,6 +31,7 @@ __all__ = [
     "linear",
     "feed_forward",
     "multihead_attention",
+    "mask_logits",
     "conv2d",
     "pointwise_conv_contiguous",
 ]
@@ -108,6 +109,23 @@ def _fused_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool 
     dtype = compute_dtype(x)
     weight, bias = cast_parameter(weight, dtype), cast_parameter(bias, dtype)
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "relu" if relu else "none", [], "")
+
+
+def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """`einsum("bqc,bchw->bqhw", mask_embed, mask_features)`. At float32 inference on the CPU
+    one oneDNN product per image: PyTorch's batched product runs on MKL, at a quarter of
+    oneDNN's speed on an AMD EPYC (100 queries by 256 x 54400 features: 36 ms against 9 ms).
+    In bfloat16 PyTorch's product is the faster one."""
+    float32 = mask_embed.dtype == mask_features.dtype == torch.float32
+    if not (float32 and fused_kernels_apply(mask_embed) and not torch.is_autocast_enabled("cpu")):
+        return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+    batch, channels, height, width = mask_features.shape
+    logits = [
+        torch.ops.mkldnn._linear_pointwise(embed, features.reshape(channels, -1).T, None, "none", [], "")
+        for embed, features in zip(mask_embed, mask_features)
+    ]
+    logits = logits[0].unsqueeze(0) if batch == 1 else torch.stack(logits)
+    return logits.view(batch, -1, height, width)
 
 
 def has_forward_hooks(module: nn.Module) -> bool:

@@ -1,12 +1,13 @@
 """``MultiScaleMaskedTransformerDecoder``: Mask2Former's decoder with masked cross-attention."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import Conv2d
 from fvcore.nn import weight_init
 from torch import Tensor, nn
+
+from mask2former.ops import onednn
 
 from .build import TRANSFORMER_DECODER_REGISTRY
 from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
@@ -307,7 +308,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
     @staticmethod
     def _mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
         """(B, Q, C) query embeddings and (B, C, H, W) pixel embeddings -> (B, Q, H, W)."""
-        return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
+        return onednn.mask_logits(mask_embed, mask_features)
 
     def _aux_outputs(self, outputs_class: List[Optional[Tensor]], outputs_masks: List[Tensor]) -> List[Dict]:
         if self.mask_classification:
