@@ -4,9 +4,9 @@ glibc's malloc serves every block above its mmap threshold (128 KiB, rising to a
 32 MiB) with a mapping of its own, unmaps it when it is freed, and returns free memory at
 the top of its heap to the system. Each large tensor of an inference (feature maps,
 upsampled masks, the semantic scores) then starts on fresh pages that the kernel faults in
-and zeroes. On a 2-core virtual machine that was 1.6-2.0 s of system time in a 2.6 s
-float32 inference at 800x1088; with freed memory kept it is 0.02 s, and the wall time
-falls by a third.
+and zeroes. On a 2-core virtual machine that was 1.6-2.0 s of system time in a 3.7-4.1 s
+float32 inference at 800x1088; with freed memory kept it is 0.02 s, and the inference
+takes 2.6 s.
 
 `keep_freed_memory()` turns both off (`mallopt`: no mmap-served blocks, trimming only
 above 2 GiB of free memory at the top of the heap), so freed blocks serve the next
