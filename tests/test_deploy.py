@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -65,6 +66,21 @@ def test_exported_network_equals_eager_at_other_sizes_and_batches(exported, fmt)
         for name, e, g in zip(("pred_logits", "pred_masks"), expected, got):
             assert g.shape == e.shape, (fmt, name)
             assert (g - e).abs().max().item() < 1e-4, (fmt, name, (batch, height, width))
+
+
+def _aoti_wrapper_source(path):
+    with zipfile.ZipFile(path) as archive:
+        return "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith(".wrapper.cpp"))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN (mkldnn)")
+def test_aoti_package_runs_frozen_weights_through_onednn(exported):
+    # Inductor freezes (folds and prepacks the weights) only in a build without autograd;
+    # otherwise every linear layer is a plain addmm and every convolution unpacked.
+    source = _aoti_wrapper_source(exported[2]["aoti"])
+    assert "_linear_pointwise" in source
+    assert "mkldnn__convolution_pointwise" in source
+    assert "aoti_torch_cpu_addmm" not in source
 
 
 def _random_image(height, width, seed):
