@@ -9,8 +9,10 @@ deformable-attention op (`mask2former.ops`), the post-processing
 from .utils.freed_memory import keep_freed_memory
 from .utils.huge_pages import request_huge_pages
 
-request_huge_pages()  # before any large tensor exists (see `utils.huge_pages`)
-keep_freed_memory()  # large tensors reuse freed memory instead of fresh pages
+# Large tensors reuse freed memory instead of fresh pages; where the allocator returns it,
+# huge pages make the fresh pages cheaper. Both before any large tensor exists.
+if not keep_freed_memory():
+    request_huge_pages()
 
 try:
     import detectron2  # noqa: F401

@@ -1,13 +1,21 @@
-"""Transparent huge pages for PyTorch's large CPU tensors.
+"""Transparent huge pages for PyTorch's large CPU tensors, where freed memory is returned.
 
 At 800x1088 an inference allocates gigabytes of fresh tensors (feature maps, upsampled
-masks, the (K, H, W) semantic scores). With the usual 4 KiB pages, the kernel faults in
-and zeroes every page of each new tensor on first write; that costs about a fifth of the
-whole inference on CPU. PyTorch's allocator backs allocations of 2 MiB or more with huge
-pages when the environment variable `THP_MEM_ALLOC_ENABLE` is set, which cuts the faults
-512-fold. It reads the variable once, at the first large allocation, so it must be set
-before any: this module does it when `mask2former` is imported, unless the variable is
-already set (`THP_MEM_ALLOC_ENABLE=0` keeps the usual pages).
+masks, the (K, H, W) semantic scores). Where the allocator returns freed memory to the
+system (glibc's default, see `freed_memory`), the kernel faults in and zeroes every page of
+each new tensor on first write; with the usual 4 KiB pages that cost about a fifth of the
+whole inference on an Intel Xeon. PyTorch's allocator backs allocations of 2 MiB or more
+with huge pages when the environment variable `THP_MEM_ALLOC_ENABLE` is set, which cuts
+the faults 512-fold. Where freed memory is kept (the default after importing
+`mask2former`), there are few faults left to cut, and huge pages made things slower on an
+AMD EPYC: their 2 MiB-aligned blocks kept growing the heap, each new huge page zeroed
+whole; without them a float32 training step took 0.89-0.90x and an inference 0.93x of
+the time with them.
+So importing `mask2former` requests them only when it does not keep freed memory.
+
+PyTorch reads the variable once, at the first large allocation, so it must be set before
+any; `request_huge_pages` leaves a value already in the environment as it is
+(`THP_MEM_ALLOC_ENABLE=0` keeps the usual pages, `=1` asks for huge ones).
 """
 import os
 
