@@ -428,6 +428,42 @@ def test_layer_rejects_bad_inputs():
         MSDeformAttn(d_model=30, n_levels=2, n_heads=4, n_points=3)
 
 
+@needs_kernel
+def test_cpu_kernel_reads_float32_locations_under_bfloat16_values():
+    # What autocast gives: bf16 values and weights, fp32 locations. The kernel reads them as they
+    # are and must compute exactly what the fp32 kernel computes on the widened inputs.
+    case = random_case(2, [(16, 20), (8, 10)], 4, 32, 50, 4, dtype=torch.float32, spread=1.2, seed=5)
+    value, spatial_shapes, starts, locations, weights = case
+    mixed_case = (value.bfloat16(), spatial_shapes, starts, locations, weights.bfloat16())
+    widened_case = (mixed_case[0].float(), spatial_shapes, starts, locations, mixed_case[4].float())
+    out, inputs = run_op(ms_deform_attn, mixed_case, needs_grad=True)
+    expected, expected_inputs = run_op(torch.ops.mask2former.ms_deform_attn, widened_case, needs_grad=True)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, expected.bfloat16())
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).bfloat16()
+    grads = torch.autograd.grad(out, inputs, grad)
+    expected_grads = torch.autograd.grad(expected, expected_inputs, grad.float())
+    assert [g.dtype for g in grads] == [torch.bfloat16, torch.float32, torch.bfloat16]
+    for g, e in zip(grads, expected_grads):  # fp32 sums, in another order
+        torch.testing.assert_close(g.float(), e.to(g.dtype).float(), rtol=1e-2, atol=1e-5)
+    with pytest.raises(TypeError, match="share a dtype"):  # the reverse loses location precision
+        torch.ops.mask2former.ms_deform_attn(value, spatial_shapes, starts, locations.bfloat16(), weights)
+
+
+@needs_kernel
+def test_fake_implementation_takes_float32_locations_on_cpu():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    value, spatial_shapes, starts, locations, weights = random_case(1, [(4, 4)], 2, 4, 3, 2, dtype=torch.float32)
+    mode = FakeTensorMode()
+    fake = [mode.from_tensor(t) for t in (value.bfloat16(), spatial_shapes, starts, locations, weights.bfloat16())]
+    with mode:
+        assert torch.ops.mask2former.ms_deform_attn(*fake).dtype == torch.bfloat16
+    fake[3] = mode.from_tensor(locations.double())
+    with mode, pytest.raises(TypeError, match="share a dtype"):
+        torch.ops.mask2former.ms_deform_attn(*fake)
+
+
 def test_op_promotes_mixed_dtypes_and_rejects_bad_shapes():
     value, spatial_shapes, starts, locations, weights = random_case(1, [(4, 4)], 2, 4, 3, 2, dtype=torch.float32)
     out = ms_deform_attn(value.bfloat16(), spatial_shapes, starts, locations, weights)

@@ -43,8 +43,12 @@ def check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling
     torch._check_type(
         value.is_floating_point(), lambda: f"ms_deform_attn: value must be a floating-point tensor, got {value.dtype}"
     )
+    # The CPU kernel also takes float32 locations under half or bfloat16 values and weights.
+    float32_locations = value.device.type == "cpu" and value.dtype in (torch.float16, torch.bfloat16)
     torch._check_type(
-        value.dtype == sampling_locations.dtype == attention_weights.dtype,
-        lambda: f"ms_deform_attn: value, sampling_locations and attention_weights must share a dtype, got "
+        value.dtype == attention_weights.dtype
+        and (sampling_locations.dtype == value.dtype or (float32_locations and sampling_locations.dtype == torch.float32)),
+        lambda: f"ms_deform_attn: value, sampling_locations and attention_weights must share a dtype"
+        f"{' (or be half/bfloat16 with float32 sampling_locations)' if float32_locations else ''}, got "
         f"{value.dtype}, {sampling_locations.dtype} and {attention_weights.dtype}",
     )

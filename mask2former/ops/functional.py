@@ -28,6 +28,16 @@ def _warn_once(reason: str) -> None:
         )
 
 
+def _kernel_takes_float32_locations(value, sampling_locations, attention_weights) -> bool:
+    return (
+        value.device.type == "cpu"
+        and value.dtype in (torch.float16, torch.bfloat16)
+        and attention_weights.dtype == value.dtype
+        and sampling_locations.dtype == torch.float32
+        and _extension.supports(value.device)
+    )
+
+
 def ms_deform_attn(
     value: torch.Tensor,
     spatial_shapes: torch.Tensor,
@@ -47,7 +57,9 @@ def ms_deform_attn(
         sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y) in [0, 1] (may lie outside).
         attention_weights: (N, Lq, M, L, P).
 
-    The three floating-point inputs are computed in their promoted dtype.
+    The three floating-point inputs are computed in their promoted dtype, except that the
+    compiled CPU kernel reads float32 locations under half or bfloat16 values and weights as
+    they are (what autocast gives; the result is the same, without a widened copy of the values).
 
     Returns:
         (N, Lq, M * D)
@@ -56,7 +68,7 @@ def ms_deform_attn(
     # Mixed dtypes arise under autocast (e.g. bf16 values, fp32 locations): compute in the
     # widest one rather than lose location precision. A non-float input is left for the
     # checks to name.
-    if all(t.is_floating_point() for t in floats):
+    if all(t.is_floating_point() for t in floats) and not _kernel_takes_float32_locations(*floats):
         dtype = torch.promote_types(torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype)
         value, sampling_locations, attention_weights = (t.to(dtype) for t in floats)
     # The kernels check their arguments themselves (as the fake implementation does when traced).

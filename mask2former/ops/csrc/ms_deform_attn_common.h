@@ -14,12 +14,15 @@ namespace mask2former {
 
 // Checks shapes, dtypes and devices of the op's arguments (not the values of the shapes):
 // a wrong shape raises ValueError in Python, a wrong dtype TypeError.
+// With `float32_locations`, sampling_locations may also be float32 under half or bfloat16
+// values and weights: locations in [0, 1] need float precision to address a pixel of a wide map.
 inline void check_ms_deform_attn_args(
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& attention_weights,
+    bool float32_locations = false) {
   TORCH_CHECK_VALUE(value.dim() == 4, "ms_deform_attn: value must be (N, S, M, D), got ", value.sizes());
   TORCH_CHECK_VALUE(
       sampling_locations.dim() == 6 && sampling_locations.size(5) == 2,
@@ -49,12 +52,14 @@ inline void check_ms_deform_attn_args(
       " and ", level_start_index.scalar_type());
   TORCH_CHECK_TYPE(
       value.is_floating_point(), "ms_deform_attn: value must be a floating-point tensor, got ", value.scalar_type());
+  const bool reduced = value.scalar_type() == at::kHalf || value.scalar_type() == at::kBFloat16;
   TORCH_CHECK_TYPE(
-      value.scalar_type() == sampling_locations.scalar_type() &&
-          value.scalar_type() == attention_weights.scalar_type(),
-      "ms_deform_attn: value, sampling_locations and attention_weights must share a dtype, got ",
-      value.scalar_type(), ", ", sampling_locations.scalar_type(), " and ",
-      attention_weights.scalar_type());
+      value.scalar_type() == attention_weights.scalar_type() &&
+          (value.scalar_type() == sampling_locations.scalar_type() ||
+           (float32_locations && reduced && sampling_locations.scalar_type() == at::kFloat)),
+      "ms_deform_attn: value, sampling_locations and attention_weights must share a dtype",
+      float32_locations ? " (or be half/bfloat16 with float32 sampling_locations)" : "", ", got ",
+      value.scalar_type(), ", ", sampling_locations.scalar_type(), " and ", attention_weights.scalar_type());
   TORCH_CHECK(
       value.device() == sampling_locations.device() && value.device() == attention_weights.device() &&
           value.device() == spatial_shapes.device() && value.device() == level_start_index.device(),
@@ -84,15 +89,18 @@ struct Prepared {
   Sizes sizes;
 };
 
-// Checks the arguments of a kernel for `device_type` tensors and makes them contiguous.
+// Checks the arguments of a kernel for `device_type` tensors and makes them contiguous;
+// `float32_locations` as in check_ms_deform_attn_args.
 inline Prepared prepare(
     c10::DeviceType device_type,
     const at::Tensor& value,
     const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
-  check_ms_deform_attn_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+    const at::Tensor& attention_weights,
+    bool float32_locations = false) {
+  check_ms_deform_attn_args(
+      value, spatial_shapes, level_start_index, sampling_locations, attention_weights, float32_locations);
   TORCH_CHECK(
       value.device().type() == device_type, "ms_deform_attn (", device_type, " kernel): tensors must be on a ",
       device_type, " device, got ", value.device());

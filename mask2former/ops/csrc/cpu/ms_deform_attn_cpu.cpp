@@ -75,34 +75,46 @@ Isa cpu_isa() {
   return isa;
 }
 
-template <typename scalar_t, int kD>
+template <typename scalar_t, typename loc_t, int kD>
 auto forward_rows_for_cpu() {
 #ifdef MASK2FORMER_X86_VARIANTS
   switch (cpu_isa()) {
     case Isa::kAvx512:
-      return &avx512::forward_rows<scalar_t, kD>;
+      return &avx512::forward_rows<scalar_t, loc_t, kD>;
     case Isa::kAvx2:
-      return &avx2::forward_rows<scalar_t, kD>;
+      return &avx2::forward_rows<scalar_t, loc_t, kD>;
     default:
       break;
   }
 #endif
-  return &generic::forward_rows<scalar_t, kD>;
+  return &generic::forward_rows<scalar_t, loc_t, kD>;
 }
 
-template <typename scalar_t, int kD>
+template <typename scalar_t, typename loc_t, int kD>
 auto backward_head_for_cpu() {
 #ifdef MASK2FORMER_X86_VARIANTS
   switch (cpu_isa()) {
     case Isa::kAvx512:
-      return &avx512::backward_head<scalar_t, kD>;
+      return &avx512::backward_head<scalar_t, loc_t, kD>;
     case Isa::kAvx2:
-      return &avx2::backward_head<scalar_t, kD>;
+      return &avx2::backward_head<scalar_t, loc_t, kD>;
     default:
       break;
   }
 #endif
-  return &generic::backward_head<scalar_t, kD>;
+  return &generic::backward_head<scalar_t, loc_t, kD>;
+}
+
+// Calls f(loc_t{}) with loc_t = scalar_t, or float for float32 locations under half or bfloat16
+// values (what autocast gives: the kernel then reads neither a widened copy of the values nor
+// rounded locations).
+template <typename scalar_t, typename F>
+void dispatch_locations(const at::Tensor& locations, const F& f) {
+  if (!std::is_same<scalar_t, float>::value && locations.scalar_type() == at::kFloat) {
+    f(float{});
+  } else {
+    f(scalar_t{});
+  }
 }
 
 // Calls f(std::integral_constant<int, kD>) with kD = D for the usual head width, else 0 (runtime D).
@@ -121,8 +133,9 @@ at::Tensor ms_deform_attn_forward_cpu(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const Prepared in =
-      prepare(c10::DeviceType::CPU, value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Prepared in = prepare(
+      c10::DeviceType::CPU, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+      /*float32_locations=*/true);
   const Sizes s = in.sizes;
   at::Tensor output = at::empty({s.N, s.Lq, s.M * s.D}, in.value.options());
   if (output.numel() == 0) {
@@ -130,16 +143,18 @@ at::Tensor ms_deform_attn_forward_cpu(
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
     const scalar_t* value_ptr = in.value.const_data_ptr<scalar_t>();
-    const scalar_t* loc_ptr = in.locations.const_data_ptr<scalar_t>();
     const scalar_t* attn_ptr = in.weights.const_data_ptr<scalar_t>();
     const int64_t* shapes_ptr = in.shapes.const_data_ptr<int64_t>();
     const int64_t* starts_ptr = in.starts.const_data_ptr<int64_t>();
     scalar_t* out_ptr = output.mutable_data_ptr<scalar_t>();
-    dispatch_channels(s.D, [&](auto kD) {
-      const auto forward_rows = forward_rows_for_cpu<scalar_t, decltype(kD)::value>();
-      at::parallel_for(0, s.N * s.Lq, 1, [&](int64_t begin, int64_t end) {
-        forward_rows(
-            value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr, s, begin, end);
+    dispatch_locations<scalar_t>(in.locations, [&](auto loc_type) {
+      using loc_t = decltype(loc_type);
+      const loc_t* loc_ptr = in.locations.const_data_ptr<loc_t>();
+      dispatch_channels(s.D, [&](auto kD) {
+        const auto forward_rows = forward_rows_for_cpu<scalar_t, loc_t, decltype(kD)::value>();
+        at::parallel_for(0, s.N * s.Lq, 1, [&](int64_t begin, int64_t end) {
+          forward_rows(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr, s, begin, end);
+        });
       });
     });
   });
@@ -153,8 +168,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     const at::Tensor& level_start_index,
     const at::Tensor& sampling_locations,
     const at::Tensor& attention_weights) {
-  const Prepared in =
-      prepare(c10::DeviceType::CPU, value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Prepared in = prepare(
+      c10::DeviceType::CPU, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+      /*float32_locations=*/true);
   const Sizes s = in.sizes;
   check_grad_output(grad_output, in);
   const at::Tensor grad_out = grad_output.contiguous();
@@ -175,26 +191,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> ms_deform_attn_backward_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* grad_out_ptr = grad_out.const_data_ptr<scalar_t>();
     const scalar_t* value_ptr = in.value.const_data_ptr<scalar_t>();
-    const scalar_t* loc_ptr = in.locations.const_data_ptr<scalar_t>();
     const scalar_t* attn_ptr = in.weights.const_data_ptr<scalar_t>();
     const int64_t* shapes_ptr = in.shapes.const_data_ptr<int64_t>();
     const int64_t* starts_ptr = in.starts.const_data_ptr<int64_t>();
     acc_t* grad_value_ptr = grad_value_acc.mutable_data_ptr<acc_t>();
-    scalar_t* grad_loc_ptr = grad_locations.mutable_data_ptr<scalar_t>();
     scalar_t* grad_attn_ptr = grad_weights.mutable_data_ptr<scalar_t>();
     const int64_t buffer_numel = s.N * s.S * s.M * s.D;
-    dispatch_channels(s.D, [&](auto kD) {
-      const auto backward_head = backward_head_for_cpu<scalar_t, decltype(kD)::value>();
-      at::parallel_for(0, pairs * blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t block = task % blocks, pair = task / blocks;
-          const int64_t q_begin = std::min(s.Lq, block * block_len);
-          const int64_t q_end = std::min(s.Lq, q_begin + block_len);
-          backward_head(
-              grad_out_ptr, value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr,
-              grad_value_ptr + block * buffer_numel, grad_loc_ptr, grad_attn_ptr, s, pair / s.M, pair % s.M,
-              q_begin, q_end);
-        }
+    dispatch_locations<scalar_t>(in.locations, [&](auto loc_type) {
+      using loc_t = decltype(loc_type);
+      const loc_t* loc_ptr = in.locations.const_data_ptr<loc_t>();
+      loc_t* grad_loc_ptr = grad_locations.mutable_data_ptr<loc_t>();
+      dispatch_channels(s.D, [&](auto kD) {
+        const auto backward_head = backward_head_for_cpu<scalar_t, loc_t, decltype(kD)::value>();
+        at::parallel_for(0, pairs * blocks, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t block = task % blocks, pair = task / blocks;
+            const int64_t q_begin = std::min(s.Lq, block * block_len);
+            const int64_t q_end = std::min(s.Lq, q_begin + block_len);
+            backward_head(
+                grad_out_ptr, value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr,
+                grad_value_ptr + block * buffer_numel, grad_loc_ptr, grad_attn_ptr, s, pair / s.M, pair % s.M,
+                q_begin, q_end);
+          }
+        });
       });
     });
   });

@@ -7,17 +7,18 @@
 // Corners outside the map read a zero row (and, in the backward, write a scratch row), so the
 // channel loops have no branches. The backward's three reductions over D are vectorised with
 // `omp simd reduction` (plain loops would stay scalar: floating-point sums may not be
-// reordered without it).
+// reordered without it). `loc_t` is the locations' type: scalar_t, or float under half or
+// bfloat16 values.
 
 namespace KERNEL_NAMESPACE {
 
 // Output rows [begin, end) of the flattened (N * Lq) queries.
-template <typename scalar_t, int kD>
+template <typename scalar_t, typename loc_t, int kD>
 void forward_rows(
     const scalar_t* __restrict value,
     const int64_t* shapes,
     const int64_t* starts,
-    const scalar_t* __restrict locations,
+    const loc_t* __restrict locations,
     const scalar_t* __restrict weights,
     scalar_t* __restrict output,
     const Sizes& s,
@@ -40,7 +41,7 @@ void forward_rows(
         acc[d] = 0;
       }
       const int64_t head_row = row * s.M + m;
-      const scalar_t* loc = locations + head_row * s.L * s.P * 2;
+      const loc_t* loc = locations + head_row * s.L * s.P * 2;
       const scalar_t* attn = weights + head_row * s.L * s.P;
       for (int64_t l = 0; l < s.L; ++l) {
         const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
@@ -78,16 +79,16 @@ void forward_rows(
 
 // Gradients for queries [q_begin, q_end) of one (batch n, head m) pair. `grad_value` points to
 // an (N, S, M, D) buffer in the accumulation type that only this task writes for (n, m).
-template <typename scalar_t, int kD>
+template <typename scalar_t, typename loc_t, int kD>
 void backward_head(
     const scalar_t* __restrict grad_output,
     const scalar_t* __restrict value,
     const int64_t* shapes,
     const int64_t* starts,
-    const scalar_t* __restrict locations,
+    const loc_t* __restrict locations,
     const scalar_t* __restrict weights,
     at::opmath_type<scalar_t>* __restrict grad_value,
-    scalar_t* __restrict grad_locations,
+    loc_t* __restrict grad_locations,
     scalar_t* __restrict grad_weights,
     const Sizes& s,
     int64_t n,
@@ -117,9 +118,9 @@ void backward_head(
     for (int64_t d = 0; d < D; ++d) {
       g[d] = static_cast<acc_t>(grad_out[d]);
     }
-    const scalar_t* loc = locations + head_row * s.L * s.P * 2;
+    const loc_t* loc = locations + head_row * s.L * s.P * 2;
     const scalar_t* attn = weights + head_row * s.L * s.P;
-    scalar_t* grad_loc = grad_locations + head_row * s.L * s.P * 2;
+    loc_t* grad_loc = grad_locations + head_row * s.L * s.P * 2;
     scalar_t* grad_attn = grad_weights + head_row * s.L * s.P;
     for (int64_t l = 0; l < s.L; ++l) {
       const int64_t H = shapes[2 * l], W = shapes[2 * l + 1];
@@ -134,8 +135,8 @@ void backward_head(
                 static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, index, corner_weight, fx,
                 fy)) {
           grad_attn[k] = scalar_t(0);
-          grad_loc[2 * k] = scalar_t(0);
-          grad_loc[2 * k + 1] = scalar_t(0);
+          grad_loc[2 * k] = loc_t(0);
+          grad_loc[2 * k + 1] = loc_t(0);
           continue;
         }
         const acc_t w = static_cast<acc_t>(attn[k]);
@@ -167,8 +168,8 @@ void backward_head(
         }
         grad_attn[k] = static_cast<scalar_t>(dot_sample);
         // d(pixel x)/d(loc x) = W, d(pixel y)/d(loc y) = H
-        grad_loc[2 * k] = static_cast<scalar_t>(w * dot_dx * static_cast<acc_t>(W));
-        grad_loc[2 * k + 1] = static_cast<scalar_t>(w * dot_dy * static_cast<acc_t>(H));
+        grad_loc[2 * k] = static_cast<loc_t>(w * dot_dx * static_cast<acc_t>(W));
+        grad_loc[2 * k + 1] = static_cast<loc_t>(w * dot_dy * static_cast<acc_t>(H));
       }
     }
   }
