@@ -123,6 +123,9 @@ class MSDeformAttn(nn.Module):
         # Offsets are in pixels of each level: divide by (W_l, H_l) to move in normalised units.
         # Both operands are spelled out over a head's contiguous (L, P, 2) block: broadcast
         # inside it (dimensions of size 2 and 1), the division and the sum ran 10x slower.
+        # In the reference points' precision (float32 under autocast): bf16 offsets divided in
+        # bf16 would lose a fraction of a pixel, and a mixed-dtype sum takes PyTorch's slow path.
+        offsets = offsets.to(torch.promote_types(offsets.dtype, reference_points.dtype))
         level_sizes_xy = input_spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) = (W_l, H_l)
         level_sizes_xy = level_sizes_xy[:, None, :].expand(L, P, 2).contiguous()
         reference = reference_points[:, :, None, :, None, :].expand(N, Lq, 1, L, P, 2).contiguous()

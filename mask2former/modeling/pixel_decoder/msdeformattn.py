@@ -106,6 +106,9 @@ class MSDeformAttnEncoder(nn.Module):
     ) -> Tensor:
         """Arguments as for ``MSDeformAttnEncoderLayer.forward``."""
         output = src
+        # Under autocast, positions in the dtype the layers compute in, cast once: every layer
+        # adds them, and a float32 + bfloat16 sum takes PyTorch's slow mixed-dtype path.
+        pos = pos.to(onednn.compute_dtype(src))
         for layer in self.layers:
             output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
         return output

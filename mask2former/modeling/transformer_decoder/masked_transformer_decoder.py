@@ -227,11 +227,13 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             sizes.append(feature.shape[-2:])
             # Contiguous once here: every layer attending to this level projects memory +
             # positions, and a linear on a permuted (tokens, B, C) view becomes a batched
-            # product over tokens (AOTInductor then copies the weight once per token).
+            # product over tokens (AOTInductor then copies the weight once per token). Under
+            # autocast also cast once, to the dtype the projections compute in.
+            dtype = onednn.compute_dtype(feature)
             position = frames_to_sequence(self._position_embedding(feature, num_frames), num_frames)
-            positions.append(position.contiguous())
+            positions.append(position.to(dtype).contiguous())
             memory = self.input_proj[level](feature).flatten(2) + self.level_embed.weight[level][None, :, None]
-            memories.append(frames_to_sequence(memory, num_frames).contiguous())
+            memories.append(frames_to_sequence(memory, num_frames).to(dtype).contiguous())
         return memories, positions, sizes
 
     def _decode(self, memories: List[Tensor], positions: List[Tensor], sizes: List, mask_features: Tensor) -> Dict:
