@@ -83,7 +83,8 @@ def build_variant(name, model, example, workdir, programs):
         return network
     if fmt == "compile":
         compiled = torch.compile(network)
-        compiled(example)  # compiles
+        with torch.no_grad():  # as it is timed: a graph traced with grad on would be compiled again
+            compiled(example)
         return compiled
     if dtype not in programs:
         programs[dtype] = export_program(network, model.size_divisibility)
