@@ -150,8 +150,9 @@ def test_importance_sampling_prefers_uncertain_points():
     points = sample_uncertain_points(logits, 1000, oversample_ratio=3.0, importance_sample_ratio=0.75)
     assert points.shape == (2, 1000, 2) and points.min() >= 0 and points.max() <= 1
     in_band = (points[..., 0] >= 16 / 40) & (points[..., 0] <= 24 / 40)
-    # ~600 band candidates among 3000 all rank first; the last 250 points are uniform
-    assert in_band[:, :550].float().mean() > 0.99
+    # the ~600 band candidates among 3000 are all among the 750 most uncertain (in no
+    # particular order); the last 250 points are uniform
+    assert in_band[:, :750].float().mean() > 0.75
     assert 0.55 < in_band.float().mean() < 0.75
     assert in_band[:, 750:].float().mean() < 0.4
 

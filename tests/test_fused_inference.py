@@ -391,6 +391,12 @@ def test_msdeformattn_inference_path_equals_the_standard_operators(fused):
         rows = torch.randn(50, 12) * 4
         assert torch.allclose(_softmax_of_short_rows(rows), rows.softmax(-1), atol=1e-7, rtol=1e-6)
     assert torch.allclose(actual, expected, atol=1e-6, rtol=1e-5)
-    # with autograd, the standard softmax (the separate passes work in place)
-    _softmax_of_short_rows(rows.requires_grad_())[:, 0].sum().backward()
-    assert rows.grad is not None and torch.allclose(rows.grad.sum(-1), torch.zeros(50), atol=1e-6)
+    # with autograd, the same passes with their backward written out: PyTorch's gradient
+    weights = torch.randn(50, 12)
+    for dtype, tolerance in ((torch.float32, {"atol": 1e-7, "rtol": 1e-5}), (torch.bfloat16, {"atol": 1e-2, "rtol": 1e-2})):
+        x = rows.detach().to(dtype).requires_grad_()
+        (_softmax_of_short_rows(x).float() * weights).sum().backward()
+        x_reference = rows.detach().to(dtype).requires_grad_()
+        (x_reference.float().softmax(-1) * weights).sum().backward()
+        assert x.grad.dtype == dtype
+        torch.testing.assert_close(x.grad.float(), x_reference.grad.float(), **tolerance)

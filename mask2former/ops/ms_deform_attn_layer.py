@@ -3,6 +3,7 @@ import math
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import onednn
 from .functional import ms_deform_attn
@@ -11,14 +12,38 @@ __all__ = ["MSDeformAttn"]
 
 
 def _softmax_of_short_rows(x: torch.Tensor) -> torch.Tensor:
-    """`x.softmax(-1)` for rows as short as a head's n_levels * n_points weights (12): at
-    inference as max, exp, sum and divide passes in float32, which took a sixth of the
-    time of PyTorch's CPU softmax kernel on such rows (equal up to float rounding)."""
-    if x.device.type != "cpu" or not onednn.inference_rewrites_apply():
+    """`x.softmax(-1)` for rows as short as a head's n_levels * n_points weights (12). On the
+    CPU as max, exp, sum and divide passes in float32, and in training with its backward
+    written out the same way: PyTorch's CPU softmax kernel took six times as long on such
+    rows, forward and backward three times (equal up to float rounding)."""
+    if x.device.type != "cpu" or not onednn.rewrites_apply():
         return x.softmax(-1)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ShortRowSoftmax.apply(x)
+    return _float32_softmax(x).to(x.dtype)
+
+
+def _float32_softmax(x: torch.Tensor) -> torch.Tensor:
     y = x.float()
     y = (y - y.amax(-1, keepdim=True)).exp_()
-    return y.div_(y.sum(-1, keepdim=True)).to(x.dtype)
+    return y.div_(y.sum(-1, keepdim=True))
+
+
+class _ShortRowSoftmax(torch.autograd.Function):
+    """`_float32_softmax` with the softmax gradient y * (g - sum(g * y)) over each row."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = _float32_softmax(x)
+        ctx.save_for_backward(y)
+        return y.to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        gy = grad.float() * y
+        return gy.sub_(y * gy.sum(-1, keepdim=True)).to(grad.dtype)
 
 
 class MSDeformAttn(nn.Module):

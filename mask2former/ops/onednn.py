@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 __all__ = [
     "standard_operators",
+    "rewrites_apply",
     "inference_rewrites_apply",
     "fused_kernels_apply",
     "compute_dtype",
@@ -67,9 +68,14 @@ def _traced() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
+def rewrites_apply() -> bool:
+    """Not traced, and not switched off by `standard_operators`."""
+    return _ENABLED and not _traced()
+
+
 def inference_rewrites_apply() -> bool:
-    """No gradient to record, and not traced."""
-    return _ENABLED and not torch.is_grad_enabled() and not _traced()
+    """No gradient to record, and `rewrites_apply`."""
+    return not torch.is_grad_enabled() and rewrites_apply()
 
 
 def fused_kernels_apply(x: Tensor) -> bool:
