@@ -436,10 +436,13 @@ def test_cpu_kernel_reads_float32_locations_under_bfloat16_values():
     value, spatial_shapes, starts, locations, weights = case
     mixed_case = (value.bfloat16(), spatial_shapes, starts, locations, weights.bfloat16())
     widened_case = (mixed_case[0].float(), spatial_shapes, starts, locations, mixed_case[4].float())
-    out, inputs = run_op(ms_deform_attn, mixed_case, needs_grad=True)
+    out, inputs = run_op(torch.ops.mask2former.ms_deform_attn, mixed_case, needs_grad=True)
     expected, expected_inputs = run_op(torch.ops.mask2former.ms_deform_attn, widened_case, needs_grad=True)
     assert out.dtype == torch.bfloat16
     assert torch.equal(out, expected.bfloat16())
+    with torch.no_grad():  # the dispatching function passes the mix at inference, and widens in training
+        assert torch.equal(ms_deform_attn(*mixed_case), out.detach())
+    assert run_op(ms_deform_attn, mixed_case, needs_grad=True)[0].dtype == torch.float32
     grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).bfloat16()
     grads = torch.autograd.grad(out, inputs, grad)
     expected_grads = torch.autograd.grad(expected, expected_inputs, grad.float())
