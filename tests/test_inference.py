@@ -283,7 +283,11 @@ def test_postprocess_image_equals_all_queries_path(band_columns, output):
 
 @pytest.mark.parametrize("resize_before", [False, True])
 @pytest.mark.parametrize("output", [(90, 111), (30, 41)])
-def test_semantic_only_equals_all_queries_path(resize_before, output):
+@pytest.mark.parametrize("intel_cpu", [False, True], ids=["onednn-product", "mkl-product"])
+def test_semantic_only_equals_all_queries_path(resize_before, output, intel_cpu, monkeypatch):
+    import mask2former.postprocessing
+
+    monkeypatch.setattr(mask2former.postprocessing, "_intel_cpu", lambda: intel_cpu)  # which product runs
     class_logits, mask_logits = random_predictions(seed=1)
     options = PostprocessOptions(num_classes=7, resize_before_semantic=resize_before)
     sizes = ((52, 68), (45, 60), output)
