@@ -29,6 +29,16 @@ def test_bench_inference_prints_every_stage():
         assert re.search(rf"\n{stage} .*\d%\n", out), out
 
 
+def test_bench_mask_products_compares_both_products():
+    out = run_script(
+        "benchmarks/bench_mask_products.py", "--queries", "5", "--channels", "8", "--image-size", "6", "8",
+        "--clip-size", "4", "6", "--frames", "3", "--repeats", "1",
+    )
+    for label in ("image 6x8", "clip 3x4x6"):
+        line = next(line for line in out.splitlines() if line.startswith(label))
+        assert float(line.split()[-1]) < 1e-4, out  # the two products agree
+
+
 def test_bench_train_step_prints_every_phase():
     out = run_script(
         "benchmarks/bench_train_step.py", "--config-file", TINY, "--iters", "1", "--rounds", "1",

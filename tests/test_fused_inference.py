@@ -308,6 +308,20 @@ def test_mask_logits_equal_the_einsum(fused, batch):
     assert torch.allclose(embed.grad, features.sum((2, 3))[:, None].expand_as(embed), atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_clip_mask_logits_equal_the_einsum(fused, batch):
+    torch.manual_seed(0)
+    embed, features = torch.randn(batch, 10, 16), torch.randn(batch, 3, 16, 6, 9)
+    expected = torch.einsum("bqc,btchw->bqthw", embed, features)
+    with torch.no_grad():
+        actual = onednn.clip_mask_logits(embed, features)
+    assert actual.shape == expected.shape == (batch, 10, 3, 6, 9)
+    assert torch.allclose(actual, expected, atol=1e-5, rtol=1e-5)
+    embed.requires_grad_(True)  # with autograd: PyTorch's product, gradients flow
+    onednn.clip_mask_logits(embed, features).sum().backward()
+    assert torch.allclose(embed.grad, features.sum((1, 3, 4))[:, None].expand_as(embed), atol=1e-4)
+
+
 def test_forward_hooks_see_the_modules_run():
     """Hooks (feature extraction, FLOP counters) keep working: hooked modules run their own forward."""
     layer = nn.Linear(8, 4).eval()

@@ -33,6 +33,7 @@ __all__ = [
     "feed_forward",
     "multihead_attention",
     "mask_logits",
+    "clip_mask_logits",
     "conv2d",
     "pointwise_conv_contiguous",
 ]
@@ -117,21 +118,43 @@ def _fused_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor], relu: bool 
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), weight, bias, "relu" if relu else "none", [], "")
 
 
+def _fused_mask_products_apply(mask_embed: Tensor, mask_features: Tensor) -> bool:
+    float32 = mask_embed.dtype == mask_features.dtype == torch.float32
+    return float32 and fused_kernels_apply(mask_embed) and not torch.is_autocast_enabled("cpu")
+
+
+def _plane_logits(embed: Tensor, features: Tensor) -> Tensor:
+    """(Q, C) embeddings and (C, H, W) features -> (Q, H * W), in oneDNN."""
+    return torch.ops.mkldnn._linear_pointwise(embed, features.reshape(features.shape[0], -1).T, None, "none", [], "")
+
+
 def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
     """`einsum("bqc,bchw->bqhw", mask_embed, mask_features)`. At float32 inference on the CPU
     one oneDNN product per image: PyTorch's batched product runs on MKL, at a quarter of
     oneDNN's speed on an AMD EPYC (100 queries by 256 x 54400 features: 36 ms against 9 ms).
     In bfloat16 PyTorch's product is the faster one."""
-    float32 = mask_embed.dtype == mask_features.dtype == torch.float32
-    if not (float32 and fused_kernels_apply(mask_embed) and not torch.is_autocast_enabled("cpu")):
+    if not _fused_mask_products_apply(mask_embed, mask_features):
         return torch.einsum("bqc,bchw->bqhw", mask_embed, mask_features)
-    batch, channels, height, width = mask_features.shape
-    logits = [
-        torch.ops.mkldnn._linear_pointwise(embed, features.reshape(channels, -1).T, None, "none", [], "")
-        for embed, features in zip(mask_embed, mask_features)
-    ]
+    batch, _, height, width = mask_features.shape
+    logits = [_plane_logits(embed, features) for embed, features in zip(mask_embed, mask_features)]
     logits = logits[0].unsqueeze(0) if batch == 1 else torch.stack(logits)
     return logits.view(batch, -1, height, width)
+
+
+def clip_mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """`einsum("bqc,btchw->bqthw", mask_embed, mask_features)`, the video decoder's masks of
+    clips of T frames; at float32 inference on the CPU one oneDNN product per frame, as in
+    `mask_logits` (the einsum also copies the features into (B, C, T, H, W) order first;
+    `benchmarks/bench_mask_products.py` on an Intel Xeon, 10 frames of 90x160: 61 ms against
+    45 ms)."""
+    if not _fused_mask_products_apply(mask_embed, mask_features):
+        return torch.einsum("bqc,btchw->bqthw", mask_embed, mask_features)
+    batch, frames, _, height, width = mask_features.shape
+    logits = mask_embed.new_empty(batch, mask_embed.shape[1], frames, height * width)
+    for b in range(batch):
+        for t in range(frames):
+            logits[b, :, t] = _plane_logits(mask_embed[b], mask_features[b, t])
+    return logits.view(batch, -1, frames, height, width)
 
 
 def has_forward_hooks(module: nn.Module) -> bool:

@@ -1,11 +1,11 @@
 """``VideoMultiScaleMaskedTransformerDecoder``: the masked-attention decoder over whole clips."""
 from typing import Dict, List, Optional
 
-import torch
 from detectron2.config import configurable
 from torch import Tensor
 
 from ...modeling.transformer_decoder import TRANSFORMER_DECODER_REGISTRY, MultiScaleMaskedTransformerDecoder
+from ...ops import onednn
 from .position_encoding import PositionEmbeddingSine3D
 
 __all__ = ["VideoMultiScaleMaskedTransformerDecoder"]
@@ -78,4 +78,4 @@ class VideoMultiScaleMaskedTransformerDecoder(MultiScaleMaskedTransformerDecoder
     @staticmethod
     def _mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
         """(B, Q, C) query embeddings and (B, T, C, H, W) pixel embeddings -> (B, Q, T, H, W)."""
-        return torch.einsum("bqc,btchw->bqthw", mask_embed, mask_features)
+        return onednn.clip_mask_logits(mask_embed, mask_features)
