@@ -429,6 +429,22 @@ def test_layer_rejects_bad_inputs():
 
 
 @needs_kernel
+def test_kernel_ignores_empty_levels_and_nan_locations():
+    # Points on an empty level or at NaN locations add nothing (no row to read, clamped or not).
+    value, spatial_shapes, starts, locations, weights = random_case(1, [(6, 5), (0, 4), (3, 3)], 2, 32, 20, 3, dtype=torch.float32)
+    locations[0, :5, 0, 2, 1] = float("nan")
+    out = torch.ops.mask2former.ms_deform_attn(value, spatial_shapes, starts, locations, weights)
+    ignored = weights.clone()
+    ignored[0, :5, 0, 2, 1] = 0
+    kept = [0, 2]  # the empty level holds no positions: the same values without it
+    kept_shapes, kept_starts, _ = level_layout([(6, 5), (3, 3)])
+    expected = ms_deform_attn_reference(
+        value, kept_shapes, kept_starts, locations.nan_to_num(0.5)[:, :, :, kept], ignored[:, :, :, kept]
+    )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
 def test_cpu_kernel_reads_float32_locations_under_bfloat16_values():
     # What autocast gives: bf16 values and weights, fp32 locations. The kernel reads them as they
     # are and must compute exactly what the fp32 kernel computes on the widened inputs.
