@@ -4,46 +4,13 @@
 // Expects `Sizes`, `ChannelBuffer` and the headers of ms_deform_attn_cpu.cpp.
 //
 // Both kernels visit the four bilinear corners of a point in ONE pass over the D channels.
-// Corners outside the map are read with weight 0 from a row clamped onto the map (forward), or
-// read from a zero row and written to a scratch row (backward), so the channel loops have no
-// branches. The backward's three reductions over D are vectorised with
+// Corners outside the map read a zero row (and, in the backward, write a scratch row), so the
+// channel loops have no branches. The backward's three reductions over D are vectorised with
 // `omp simd reduction` (plain loops would stay scalar: floating-point sums may not be
 // reordered without it). `loc_t` is the locations' type: scalar_t, or float under half or
 // bfloat16 values.
 
 namespace KERNEL_NAMESPACE {
-
-// `bilinear_footprint` for the forward: a corner outside the map is clamped onto it and gets
-// weight 0, so the channel loop reads four rows of the map without per-corner branches (and
-// the weights of the corners inside are the same products).
-template <typename acc_t>
-C10_ALWAYS_INLINE bool clamped_footprint(
-    acc_t loc_x, acc_t loc_y, int64_t H, int64_t W, int64_t index[4], acc_t weight[4]) {
-  const acc_t x = loc_x * static_cast<acc_t>(W) - static_cast<acc_t>(0.5);
-  const acc_t y = loc_y * static_cast<acc_t>(H) - static_cast<acc_t>(0.5);
-  // Written so that NaN locations fail the test too; an empty level has no row to clamp onto.
-  if (!(x >= static_cast<acc_t>(-1) && y >= static_cast<acc_t>(-1) && x < static_cast<acc_t>(W) &&
-        y < static_cast<acc_t>(H)) ||
-      H <= 0 || W <= 0) {
-    return false;
-  }
-  const acc_t x0f = std::floor(x), y0f = std::floor(y);
-  const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
-  const acc_t fx = x - x0f, fy = y - y0f, one = 1, zero = 0;
-  const acc_t left = x0 >= 0 ? one - fx : zero, right = x0 + 1 < W ? fx : zero;
-  const acc_t top = y0 >= 0 ? one - fy : zero, bottom = y0 + 1 < H ? fy : zero;
-  const int64_t xl = x0 >= 0 ? x0 : 0, xr = x0 + 1 < W ? x0 + 1 : W - 1;
-  const int64_t yt = y0 >= 0 ? y0 : 0, yb = y0 + 1 < H ? y0 + 1 : H - 1;
-  index[0] = yt * W + xl;
-  index[1] = yt * W + xr;
-  index[2] = yb * W + xl;
-  index[3] = yb * W + xr;
-  weight[0] = top * left;
-  weight[1] = top * right;
-  weight[2] = bottom * left;
-  weight[3] = bottom * right;
-  return true;
-}
 
 // Output rows [begin, end) of the flattened (N * Lq) queries.
 template <typename scalar_t, typename loc_t, int kD>
@@ -61,7 +28,12 @@ void forward_rows(
   const int64_t D = kD > 0 ? kD : s.D;
   const int64_t position_stride = s.M * D;  // value is (N, S, M, D)
   ChannelBuffer<acc_t, kD> acc_buffer(D);
+  ChannelBuffer<scalar_t, kD> zero_buffer(D);
   acc_t* __restrict acc = acc_buffer.data();
+  const scalar_t* zeros = zero_buffer.data();
+  for (int64_t d = 0; d < D; ++d) {
+    zero_buffer.data()[d] = scalar_t(0);
+  }
   for (int64_t row = begin; row < end; ++row) {
     const int64_t n = row / s.Lq;
     for (int64_t m = 0; m < s.M; ++m) {
@@ -77,16 +49,17 @@ void forward_rows(
         for (int64_t p = 0; p < s.P; ++p) {
           const int64_t k = l * s.P + p;
           int64_t index[4];
-          acc_t corner_weight[4];
-          if (!clamped_footprint<acc_t>(
-                  static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, index, corner_weight)) {
+          acc_t corner_weight[4], fx, fy;
+          if (!bilinear_footprint<acc_t>(
+                  static_cast<acc_t>(loc[2 * k]), static_cast<acc_t>(loc[2 * k + 1]), H, W, index, corner_weight,
+                  fx, fy)) {
             continue;
           }
           const acc_t w = static_cast<acc_t>(attn[k]);
-          const scalar_t* __restrict v0 = level_value + index[0] * position_stride;
-          const scalar_t* __restrict v1 = level_value + index[1] * position_stride;
-          const scalar_t* __restrict v2 = level_value + index[2] * position_stride;
-          const scalar_t* __restrict v3 = level_value + index[3] * position_stride;
+          const scalar_t* __restrict v0 = index[0] >= 0 ? level_value + index[0] * position_stride : zeros;
+          const scalar_t* __restrict v1 = index[1] >= 0 ? level_value + index[1] * position_stride : zeros;
+          const scalar_t* __restrict v2 = index[2] >= 0 ? level_value + index[2] * position_stride : zeros;
+          const scalar_t* __restrict v3 = index[3] >= 0 ? level_value + index[3] * position_stride : zeros;
           const acc_t a0 = w * corner_weight[0], a1 = w * corner_weight[1], a2 = w * corner_weight[2],
                       a3 = w * corner_weight[3];
 #pragma omp simd
