@@ -430,7 +430,7 @@ def test_layer_rejects_bad_inputs():
 
 @needs_kernel
 def test_kernel_ignores_empty_levels_and_nan_locations():
-    # Points on an empty level or at NaN locations add nothing (no row to read, clamped or not).
+    # Points on an empty level or at NaN locations add nothing (the kernel must not read a row for them).
     value, spatial_shapes, starts, locations, weights = random_case(1, [(6, 5), (0, 4), (3, 3)], 2, 32, 20, 3, dtype=torch.float32)
     locations[0, :5, 0, 2, 1] = float("nan")
     out = torch.ops.mask2former.ms_deform_attn(value, spatial_shapes, starts, locations, weights)
